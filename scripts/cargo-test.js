@@ -1,0 +1,9 @@
+#!/usr/bin/env node
+// Runs `cargo test` for the host target triple, the same one `napi build --platform` uses,
+// so that both share target/<triple>/ and the dependencies are compiled once, not twice.
+'use strict'
+const { execFileSync, spawnSync } = require('child_process')
+
+const host = execFileSync('rustc', ['-vV'], { encoding: 'utf8' }).match(/^host: (.+)$/m)[1]
+const result = spawnSync('cargo', ['test', '--target', host, ...process.argv.slice(2)], { stdio: 'inherit' })
+process.exit(result.status === null ? 1 : result.status)
