@@ -1,10 +1,266 @@
 'use strict'
-// Hand-written facade over the generated loader (binding.js), so that `napi build`
-// never overwrites the public API.
+// Hand-written facade over the generated loader (binding.js): the drop-in DhtPromClient
+// class of dht-prom-client 2.1.0, with the networking in Rust. `napi build` never
+// overwrites this file.
+const { EventEmitter } = require('events')
+const os = require('os')
 const binding = require('./binding.js')
 
-module.exports = {
-  decodeKey: binding.decodeKey,
-  normalizeKey: binding.normalizeKey,
-  keyPair: binding.keyPair
+const DEFAULT_REGISTER_INTERVAL_MS = 1000 * 60 * 60
+
+class DhtPromClient extends EventEmitter {
+  constructor (dht, getMetrics, scraperPublicKey, alias, scraperSecret, service, opts = {}) {
+    super()
+    const {
+      keyPair = null,
+      registerIntervalMs = DEFAULT_REGISTER_INTERVAL_MS,
+      hostname = os.hostname(),
+      protomuxRpcClient = null
+    } = opts || {}
+
+    this.dht = checkDht(dht)
+    const metrics = resolveGetMetrics(getMetrics)
+    this.promClient = metrics.promClient
+    this.getMetrics = metrics.getMetrics
+    this.scraperPublicKeys = toKeyList(scraperPublicKey, 'scraperPublicKey')
+    this.scraperPublicKey = this.scraperPublicKeys[0]
+    this.scraperSecret = toKey(scraperSecret, 'scraperSecret')
+    this.alias = checkString(alias, 'alias')
+    this.service = checkString(service, 'service')
+    this.hostname = checkString(hostname, 'opts.hostname')
+    this.registerIntervalMs = checkInterval(registerIntervalMs)
+    this.serverKeyPair = keyPair === null || keyPair === undefined ? binding.keyPair() : checkKeyPair(keyPair)
+    this.protomuxRpcClient = protomuxRpcClient
+
+    this._native = null
+    this._opening = null
+    this._closing = null
+    this.opened = false
+    this.closed = false
+  }
+
+  get publicKey () {
+    return this.serverKeyPair.publicKey
+  }
+
+  ready () {
+    if (this._opening === null) this._opening = this._open()
+    return this._opening
+  }
+
+  async _open () {
+    const { bootstrap, host } = nodeOptions(this.dht)
+    const native = await binding.startServer(
+      {
+        bootstrap,
+        host,
+        publicKey: this.serverKeyPair.publicKey,
+        secretKey: this.serverKeyPair.secretKey,
+        allowedKeys: this.scraperPublicKeys
+      },
+      this._serveMetrics.bind(this),
+      this._onNativeEvent.bind(this)
+    )
+    if (this._closing !== null) {
+      await native.close()
+      return
+    }
+    this._native = native
+    this.opened = true
+  }
+
+  close () {
+    if (this._closing === null) this._closing = this._close()
+    return this._closing
+  }
+
+  async _close () {
+    if (this._opening !== null) {
+      try { await this._opening } catch {}
+    }
+    if (this._native !== null) await this._native.close()
+    if (this.protomuxRpcClient && typeof this.protomuxRpcClient.close === 'function') {
+      await this.protomuxRpcClient.close()
+    }
+    if (this.dht && typeof this.dht.destroy === 'function') await this.dht.destroy()
+    this.closed = true
+  }
+
+  ownMetrics () {
+    return this._native === null ? '' : this._native.ownMetrics()
+  }
+
+  // Called from Rust for each scrape. Never throws and never rejects: it settles with
+  // the metrics text, or with null once metrics-error has been emitted.
+  async _serveMetrics ({ uid, remotePublicKey }) {
+    this._emitOpen('metrics-request', { uid, remotePublicKey })
+    try {
+      const metrics = await this.getMetrics()
+      if (typeof metrics !== 'string') {
+        throw new TypeError(`getMetrics must return a string (or a Promise of one), got ${describe(metrics)}`)
+      }
+      this._emitOpen('metrics-success', { uid, remotePublicKey })
+      return metrics
+    } catch (error) {
+      this._emitOpen('metrics-error', { error, remotePublicKey, uid })
+      return null
+    }
+  }
+
+  _onNativeEvent (event) {
+    const { name, uid, remotePublicKey } = event
+    switch (name) {
+      case 'connection-open':
+        return this._emitOpen(name, { uid, remoteAddress: event.remoteAddress, remotePublicKey })
+      case 'connection-close':
+        return this._emitOpen(name, { uid, remotePublicKey })
+      case 'connection-error': {
+        const error = new Error(event.errorMessage)
+        error.code = event.errorCode
+        return this._emitOpen(name, { error, uid, remotePublicKey })
+      }
+      case 'firewall-block':
+        return this._emitOpen(name, { remotePublicKey, payload: event.payload, address: event.address })
+    }
+  }
+
+  // No event reaches listeners once close() has resolved.
+  _emitOpen (name, payload) {
+    if (this.closed) return false
+    return this.emit(name, payload)
+  }
+
+  registerLogger (logger) {
+    const normalize = binding.normalizeKey
+    this.on('firewall-block', ({ remotePublicKey, address }) => {
+      logger.info(`Firewall blocked unauthorised connection attempt from ${address} (public key: ${normalize(remotePublicKey)})`)
+    })
+    this.on('alias-attempt', ({ targetKey, hostname, service }) => {
+      logger.info(`Prom client attempting to register ${this.alias}->${normalize(targetKey)} for service ${service} at host ${hostname}}`)
+    })
+    this.on('register-alias-success', ({ updated }) => {
+      logger.info(`Prom client successfully registered alias ${this.alias} (updated: ${updated})`)
+    })
+    this.on('register-alias-error', (error) => {
+      logger.info(`Prom client failed to register alias ${error.stack}`)
+    })
+    this.on('connection-open', ({ uid, remotePublicKey }) => {
+      logger.info(`Prom client opened connection to ${normalize(remotePublicKey)} (uid: ${uid})`)
+    })
+    this.on('connection-close', ({ uid, remotePublicKey }) => {
+      logger.info(`Prom client closed connection to ${normalize(remotePublicKey)} (uid: ${uid})`)
+    })
+    this.on('connection-error', ({ error, uid, remotePublicKey }) => {
+      logger.info(`Prom client error on connection to ${normalize(remotePublicKey)}: ${error.stack} (uid: ${uid})`)
+    })
+    // As the reference: debug lines only when the logger is at debug level right now.
+    if (logger.level === 'debug') {
+      this.on('metrics-request', ({ uid, remotePublicKey }) => {
+        logger.debug(`Prom client received metrics request from ${normalize(remotePublicKey)} (uid: ${uid})`)
+      })
+      this.on('metrics-success', ({ uid }) => {
+        logger.debug(`Prom client successfully processed metrics request (uid: ${uid})`)
+      })
+    }
+    this.on('metrics-error', ({ uid, error }) => {
+      logger.info(`Prom client failed to process metrics request: ${error} (uid: ${uid})`)
+    })
+  }
 }
+
+function resolveGetMetrics (getMetrics) {
+  if (getMetrics === null || getMetrics === undefined) {
+    throw new TypeError('getMetrics must be a function or a prom-client instance, got ' + describe(getMetrics))
+  }
+  // Duck-typed as the reference: a prom-client module (or anything with .register.metrics).
+  if (getMetrics.register?.metrics != null) {
+    const register = getMetrics.register
+    return { promClient: getMetrics, getMetrics: () => register.metrics() }
+  }
+  if (typeof getMetrics === 'function') return { promClient: null, getMetrics }
+  // A prom-client Registry itself, which the reference mistakes for a function.
+  if (typeof getMetrics.metrics === 'function') {
+    return { promClient: null, getMetrics: () => getMetrics.metrics() }
+  }
+  throw new TypeError('getMetrics must be a function or a prom-client instance, got ' + describe(getMetrics))
+}
+
+function checkDht (dht) {
+  if (dht === null || typeof dht !== 'object') {
+    throw new TypeError('dht must be a HyperDHT instance or { bootstrap, host } options, got ' + describe(dht))
+  }
+  return dht
+}
+
+// The Rust node joins the network the JS dht is on: same bootstrap list, same bind host.
+function nodeOptions (dht) {
+  const nodes = dht.bootstrapNodes || dht.bootstrap || null
+  const list = nodes === null ? null : nodes.map(bootstrapEntry)
+  const host = dht.io?._host || dht.host || '0.0.0.0'
+  return { bootstrap: list === null ? DEFAULT_BOOTSTRAP : list, host }
+}
+
+const DEFAULT_BOOTSTRAP = [
+  '88.99.3.86@node1.hyperdht.org:49737',
+  '142.93.90.113@node2.hyperdht.org:49737',
+  '138.68.147.8@node3.hyperdht.org:49737'
+]
+
+function bootstrapEntry (node) {
+  if (typeof node === 'string') return node
+  if (node && typeof node.host === 'string' && Number.isInteger(node.port)) return `${node.host}:${node.port}`
+  throw new TypeError('bootstrap entries must be "host:port" or { host, port }, got ' + describe(node))
+}
+
+function toKey (value, name) {
+  try {
+    return binding.decodeKey(value)
+  } catch (err) {
+    throw new TypeError(`${name} ${err.message}`)
+  }
+}
+
+function toKeyList (value, name) {
+  if (Array.isArray(value)) {
+    if (value.length === 0) throw new TypeError(`${name} must not be an empty array`)
+    return value.map((key, i) => toKey(key, `${name}[${i}]`))
+  }
+  return [toKey(value, name)]
+}
+
+function checkString (value, name) {
+  if (typeof value !== 'string') throw new TypeError(`${name} must be a string, got ${describe(value)}`)
+  return value
+}
+
+function checkInterval (value) {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value <= 0) {
+    throw new TypeError(`opts.registerIntervalMs must be a positive finite number, got ${describe(value)}`)
+  }
+  return value
+}
+
+function checkKeyPair (keyPair) {
+  const { publicKey, secretKey } = keyPair || {}
+  if (!isBytes(publicKey, 32) || !isBytes(secretKey, 64)) {
+    throw new TypeError('opts.keyPair must be { publicKey: 32 bytes, secretKey: 64 bytes }')
+  }
+  return { publicKey: Buffer.from(publicKey), secretKey: Buffer.from(secretKey) }
+}
+
+function isBytes (value, length) {
+  return value instanceof Uint8Array && value.byteLength === length
+}
+
+function describe (value) {
+  if (value === null) return 'null'
+  if (Buffer.isBuffer(value)) return `a Buffer of ${value.byteLength} bytes`
+  if (Array.isArray(value)) return 'an array'
+  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value).slice(0, 40)}`
+}
+
+module.exports = DhtPromClient
+module.exports.DhtPromClient = DhtPromClient
+module.exports.decodeKey = binding.decodeKey
+module.exports.normalizeKey = binding.normalizeKey
+module.exports.keyPair = binding.keyPair

@@ -1,12 +1,51 @@
-//! The one place where core errors become JS errors. Each JS error carries a `code`
-//! (napi-rs puts the status string there), so callers can branch without parsing text.
+//! The one place where core errors become JS errors. napi-rs puts the error's status
+//! string in the JS error's `code`, so each failure gets a stable code users can branch on.
 
 use crate::keys::KeyError;
 
-/// Codes the facade and users can rely on.
-pub const INVALID_KEY: &str = "ERR_INVALID_KEY";
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidKey,
+    InvalidArgument,
+    Node,
+    Listen,
+    Napi(napi::Status),
+}
 
+impl AsRef<str> for ErrorCode {
+    fn as_ref(&self) -> &str {
+        match self {
+            ErrorCode::InvalidKey => "ERR_INVALID_KEY",
+            ErrorCode::InvalidArgument => "ERR_INVALID_ARG_VALUE",
+            ErrorCode::Node => "ERR_DHT_NODE",
+            ErrorCode::Listen => "ERR_LISTEN",
+            ErrorCode::Napi(status) => status.as_ref(),
+        }
+    }
+}
 
-pub fn key_error(err: KeyError) -> napi::Error<&'static str> {
-    napi::Error::new(INVALID_KEY, err.to_string())
+// napi-rs turns its own failures (argument conversion and the like) into this type.
+impl From<napi::Status> for ErrorCode {
+    fn from(status: napi::Status) -> Self {
+        ErrorCode::Napi(status)
+    }
+}
+
+pub fn core_error(code: ErrorCode, message: impl Into<String>) -> napi::Error<ErrorCode> {
+    napi::Error::new(code, message.into())
+}
+
+pub fn key_error(err: KeyError) -> napi::Error<ErrorCode> {
+    core_error(ErrorCode::InvalidKey, err.to_string())
+}
+
+/// Async napi functions can only reject with a plain `napi::Error`; keep the message and
+/// the closest status (the facade validates arguments before it calls them).
+pub fn into_async_error(err: napi::Error<ErrorCode>) -> napi::Error {
+    let status = match err.status {
+        ErrorCode::InvalidKey | ErrorCode::InvalidArgument => napi::Status::InvalidArg,
+        ErrorCode::Napi(status) => status,
+        ErrorCode::Node | ErrorCode::Listen => napi::Status::GenericFailure,
+    };
+    napi::Error::new(status, err.reason.clone())
 }

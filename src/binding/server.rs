@@ -1,0 +1,308 @@
+//! `NativeServer`: the metrics server of one DhtPromClient, with its own DHT node.
+//! getMetrics and events reach JS through weak threadsafe functions, so that they never
+//! keep the process alive.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{Buffer, Promise, Unknown};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Status;
+use napi_derive::napi;
+use peeroxide_dht::hyperdht_messages::NoisePayload;
+use peeroxide_dht::messages::Ipv4Peer;
+
+use super::error::{core_error, into_async_error, ErrorCode};
+use crate::events::{Event, EventSink};
+use crate::keys::{Key, KeyPair};
+use crate::node::{DhtNode, NodeConfig};
+use crate::server::{MetricsFuture, MetricsRequestInfo, MetricsServer, MetricsSource, ServerConfig};
+use crate::stats::Stats;
+
+#[napi(object)]
+pub struct ServerOptions {
+    /// `host:port` entries; the facade turns `{host, port}` objects into these.
+    pub bootstrap: Vec<String>,
+    /// The address to bind (`127.0.0.1` in tests).
+    pub host: String,
+    pub public_key: Buffer,
+    pub secret_key: Buffer,
+    /// Only these keys may connect.
+    pub allowed_keys: Vec<Buffer>,
+}
+
+/// The argument of the facade's getMetrics wrapper.
+#[napi(object)]
+pub struct MetricsCall {
+    pub uid: String,
+    pub remote_public_key: Buffer,
+}
+
+#[napi(object)]
+pub struct JsPeerAddress {
+    pub host: String,
+    pub port: u32,
+}
+
+#[napi(object)]
+pub struct JsUdxInfo {
+    pub version: i64,
+    pub reusable_socket: bool,
+    pub id: i64,
+    pub seq: i64,
+}
+
+#[napi(object)]
+pub struct JsRelayInfo {
+    pub relay_address: JsPeerAddress,
+    pub peer_address: JsPeerAddress,
+}
+
+#[napi(object)]
+pub struct JsHolepunchInfo {
+    pub id: i64,
+    pub relays: Vec<JsRelayInfo>,
+}
+
+#[napi(object)]
+pub struct JsSecretStreamInfo {
+    pub version: i64,
+}
+
+#[napi(object)]
+pub struct JsRelayThroughInfo {
+    pub version: i64,
+    pub public_key: Buffer,
+    pub token: Buffer,
+}
+
+/// The handshake payload as hyperdht's firewall callback receives it.
+#[napi(object)]
+pub struct JsHandshakePayload {
+    pub version: i64,
+    pub error: i64,
+    pub firewall: i64,
+    pub holepunch: Option<JsHolepunchInfo>,
+    pub addresses4: Vec<JsPeerAddress>,
+    pub addresses6: Vec<JsPeerAddress>,
+    pub udx: Option<JsUdxInfo>,
+    pub secret_stream: Option<JsSecretStreamInfo>,
+    pub relay_through: Option<JsRelayThroughInfo>,
+    pub relay_addresses: Option<Vec<JsPeerAddress>>,
+}
+
+/// One core event, flattened; the facade shapes it into the reference's payloads.
+#[napi(object)]
+pub struct JsEvent {
+    pub name: String,
+    pub uid: Option<String>,
+    pub remote_public_key: Option<Buffer>,
+    pub remote_address: Option<String>,
+    pub address: Option<String>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub payload: Option<JsHandshakePayload>,
+}
+
+type GetMetricsFn = ThreadsafeFunction<MetricsCall, Promise<Option<String>>, MetricsCall, Status, false, true>;
+type EventFn = ThreadsafeFunction<JsEvent, Unknown<'static>, JsEvent, Status, false, true>;
+
+struct JsMetricsSource {
+    get_metrics: Arc<GetMetricsFn>,
+}
+
+impl MetricsSource for JsMetricsSource {
+    fn metrics(&self, request: MetricsRequestInfo) -> MetricsFuture {
+        let get_metrics = self.get_metrics.clone();
+        Box::pin(async move {
+            let call = MetricsCall {
+                uid: request.uid.to_string(),
+                remote_public_key: request.remote_public_key.0.to_vec().into(),
+            };
+            // The facade's wrapper settles with the text, or null after emitting
+            // metrics-error; a throw or rejection here is caught, never fatal.
+            let promise = get_metrics.call_async_catch(call).await.map_err(|e| e.to_string())?;
+            match promise.await {
+                Ok(Some(metrics)) => Ok(metrics),
+                Ok(None) => Err("getMetrics failed".to_string()),
+                Err(err) => Err(err.to_string()),
+            }
+        })
+    }
+}
+
+#[napi]
+pub struct NativeServer {
+    node: Arc<DhtNode>,
+    server: Arc<MetricsServer>,
+    stats: Arc<Stats>,
+    events_open: Arc<AtomicBool>,
+}
+
+/// Starts a DHT node and a metrics server on it. Resolves once the server is announced.
+#[napi]
+pub async fn start_server(
+    options: ServerOptions,
+    get_metrics: GetMetricsFn,
+    on_event: EventFn,
+) -> napi::Result<NativeServer> {
+    start(options, get_metrics, on_event).await.map_err(into_async_error)
+}
+
+async fn start(
+    options: ServerOptions,
+    get_metrics: GetMetricsFn,
+    on_event: EventFn,
+) -> napi::Result<NativeServer, ErrorCode> {
+    let key_pair = KeyPair::from_parts(&options.public_key, &options.secret_key)
+        .map_err(|e| core_error(ErrorCode::InvalidArgument, format!("keyPair: {e}")))?;
+    let allowed_keys = options
+        .allowed_keys
+        .iter()
+        .map(|key| Key::from_bytes(key))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| core_error(ErrorCode::InvalidKey, format!("scraperPublicKey: {e}")))?;
+
+    let node = DhtNode::spawn(NodeConfig { bootstrap: options.bootstrap, host: options.host, port: 0 })
+        .await
+        .map_err(|e| core_error(ErrorCode::Node, e.to_string()))?;
+    let node = Arc::new(node);
+
+    let events_open = Arc::new(AtomicBool::new(true));
+    let sink = event_sink(on_event, events_open.clone());
+    let stats = Arc::new(Stats::new());
+    let source = Arc::new(JsMetricsSource { get_metrics: Arc::new(get_metrics) });
+    let config = ServerConfig::new(key_pair, allowed_keys);
+    let server = match MetricsServer::listen(node.clone(), config, source, sink, stats.clone()).await {
+        Ok(server) => server,
+        Err(err) => {
+            node.destroy().await;
+            return Err(core_error(ErrorCode::Listen, err.to_string()));
+        }
+    };
+    Ok(NativeServer { node, server: Arc::new(server), stats, events_open })
+}
+
+#[napi]
+impl NativeServer {
+    #[napi(getter)]
+    pub fn public_key(&self) -> Buffer {
+        self.server.public_key().0.to_vec().into()
+    }
+
+    /// The addon's own metrics in Prometheus text format.
+    #[napi]
+    pub fn own_metrics(&self) -> String {
+        self.stats.render()
+    }
+
+    /// Ends every connection, withdraws the announcement and destroys the node.
+    /// Idempotent; no event is delivered once it resolves.
+    #[napi]
+    pub async fn close(&self) -> napi::Result<()> {
+        let server = self.server.clone();
+        let node = self.node.clone();
+        server.close().await;
+        node.destroy().await;
+        self.events_open.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+fn event_sink(on_event: EventFn, open: Arc<AtomicBool>) -> EventSink {
+    Arc::new(move |event: Event| {
+        if !open.load(Ordering::SeqCst) {
+            return;
+        }
+        // Non-blocking: a slow listener queues events, never stalls the network side.
+        on_event.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
+    })
+}
+
+fn key_buffer(key: &Key) -> Buffer {
+    key.0.to_vec().into()
+}
+
+fn to_js_event(event: Event) -> JsEvent {
+    let mut js = JsEvent {
+        name: String::new(),
+        uid: None,
+        remote_public_key: None,
+        remote_address: None,
+        address: None,
+        error_code: None,
+        error_message: None,
+        payload: None,
+    };
+    match event {
+        Event::ConnectionOpen { uid, remote_address, remote_public_key } => {
+            js.name = "connection-open".into();
+            js.uid = Some(uid.to_string());
+            js.remote_address = Some(remote_address);
+            js.remote_public_key = Some(key_buffer(&remote_public_key));
+        }
+        Event::ConnectionClose { uid, remote_public_key } => {
+            js.name = "connection-close".into();
+            js.uid = Some(uid.to_string());
+            js.remote_public_key = Some(key_buffer(&remote_public_key));
+        }
+        Event::ConnectionError { uid, remote_public_key, error } => {
+            js.name = "connection-error".into();
+            js.uid = Some(uid.to_string());
+            js.remote_public_key = Some(key_buffer(&remote_public_key));
+            js.error_code = Some(error.code.to_string());
+            js.error_message = Some(error.message);
+        }
+        Event::FirewallBlock { remote_public_key, payload, address } => {
+            js.name = "firewall-block".into();
+            js.remote_public_key = Some(key_buffer(&remote_public_key));
+            js.address = Some(address);
+            js.payload = Some(to_js_payload(*payload));
+        }
+    }
+    js
+}
+
+fn to_js_peer(peer: Ipv4Peer) -> JsPeerAddress {
+    JsPeerAddress { host: peer.host, port: u32::from(peer.port) }
+}
+
+fn to_js_peers(peers: Vec<Ipv4Peer>) -> Vec<JsPeerAddress> {
+    peers.into_iter().map(to_js_peer).collect()
+}
+
+/// JS numbers hold these exactly up to 2^53; the wire allows more, so clamp rather than wrap.
+fn js_int(n: u64) -> i64 {
+    i64::try_from(n.min(crate::wire::MAX_SAFE_INTEGER)).unwrap_or(i64::MAX)
+}
+
+fn to_js_payload(payload: NoisePayload) -> JsHandshakePayload {
+    JsHandshakePayload {
+        version: js_int(payload.version),
+        error: js_int(payload.error),
+        firewall: js_int(payload.firewall),
+        holepunch: payload.holepunch.map(|hp| JsHolepunchInfo {
+            id: js_int(hp.id),
+            relays: hp
+                .relays
+                .into_iter()
+                .map(|r| JsRelayInfo { relay_address: to_js_peer(r.relay_address), peer_address: to_js_peer(r.peer_address) })
+                .collect(),
+        }),
+        addresses4: to_js_peers(payload.addresses4),
+        addresses6: to_js_peers(payload.addresses6),
+        udx: payload.udx.map(|u| JsUdxInfo {
+            version: js_int(u.version),
+            reusable_socket: u.reusable_socket,
+            id: js_int(u.id),
+            seq: js_int(u.seq),
+        }),
+        secret_stream: payload.secret_stream.map(|s| JsSecretStreamInfo { version: js_int(s.version) }),
+        relay_through: payload.relay_through.map(|r| JsRelayThroughInfo {
+            version: js_int(r.version),
+            public_key: r.public_key.to_vec().into(),
+            token: r.token.to_vec().into(),
+        }),
+        relay_addresses: payload.relay_addresses.map(to_js_peers),
+    }
+}

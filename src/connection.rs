@@ -1,0 +1,349 @@
+//! One scraper connection: the secret stream over UDX, protomux with the
+//! `prometheus-metrics` channel, protomux-rpc `metrics` requests served concurrently.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libudx::UdxStream;
+use peeroxide_dht::secret_stream::SecretStream;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::events::{ConnectionErrorKind, Event, EventSink};
+use crate::keys::Key;
+use crate::mux::{self, ChannelMessage, Frame};
+use crate::rpc::{self, RpcError};
+use crate::server::{MetricsRequestInfo, MetricsSource};
+use crate::stats::Stats;
+use crate::wire::{self, MetricsRequest};
+
+pub const PROTOCOL: &str = "prometheus-metrics";
+pub const METHOD: &str = "metrics";
+/// Our id for the one channel we open; the peer names its own.
+const LOCAL_CHANNEL: u64 = 1;
+/// The largest secret-stream message (a 3-byte length) less the cipher overhead (17 bytes).
+pub const MAX_FRAME: usize = (1 << 24) - 1 - 17;
+/// How long a handshaken client has to send its first UDX packet.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every connection of one server shares.
+pub struct ConnectionContext {
+    pub source: Arc<dyn MetricsSource>,
+    pub events: EventSink,
+    pub stats: Arc<Stats>,
+    pub keep_alive: Duration,
+    pub max_concurrent_requests: usize,
+    pub shutdown: watch::Receiver<bool>,
+    pub open_connections: AtomicUsize,
+}
+
+/// A handshaken connection whose UDX stream waits for the client's first packet.
+pub struct PendingStream {
+    pub stream: UdxStream,
+    pub connected: oneshot::Receiver<SocketAddr>,
+    pub tx: [u8; 32],
+    pub rx: [u8; 32],
+    pub handshake_hash: [u8; 64],
+    pub remote_public_key: Key,
+}
+
+/// Serves one connection to its end. Never panics outward: the work runs in its own
+/// task, so a panic there (a bug, or a dependency's) ends this connection only.
+pub async fn serve_connection(context: Arc<ConnectionContext>, pending: PendingStream) {
+    let remote_public_key = pending.remote_public_key;
+    let remote_address = match tokio::time::timeout(CONNECT_TIMEOUT, pending.connected).await {
+        Ok(Ok(address)) => address,
+        // The client never came; the stream is dropped with its registration.
+        _ => return,
+    };
+    let secret_stream = SecretStream::from_session(
+        false,
+        pending.stream.into_async_stream(),
+        pending.tx,
+        pending.rx,
+        pending.handshake_hash,
+        remote_public_key.0,
+    );
+    let Ok(Ok(secret_stream)) = tokio::time::timeout(CONNECT_TIMEOUT, secret_stream).await else {
+        return;
+    };
+
+    let uid: Arc<str> = uuid::Uuid::new_v4().to_string().into();
+    context.open_connections.fetch_add(1, Ordering::Relaxed);
+    context.stats.open_connections.inc();
+    (context.events)(Event::ConnectionOpen {
+        uid: uid.clone(),
+        remote_address: remote_address.to_string(),
+        remote_public_key,
+    });
+
+    let session = Session { context: context.clone(), uid: uid.clone(), remote_public_key };
+    let outcome = tokio::spawn(session.run(secret_stream)).await;
+    let error = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some(error),
+        Err(join_error) if join_error.is_panic() => Some(ConnectionErrorKind::new(
+            "ERR_INTERNAL",
+            "internal error while serving the connection; it was closed",
+        )),
+        Err(_) => None,
+    };
+    if let Some(error) = error {
+        (context.events)(Event::ConnectionError { uid: uid.clone(), remote_public_key, error });
+    }
+    context.open_connections.fetch_sub(1, Ordering::Relaxed);
+    context.stats.open_connections.dec();
+    (context.events)(Event::ConnectionClose { uid, remote_public_key });
+}
+
+struct Session {
+    context: Arc<ConnectionContext>,
+    uid: Arc<str>,
+    remote_public_key: Key,
+}
+
+type Stream = SecretStream<libudx::UdxAsyncStream>;
+
+impl Session {
+    async fn run(self, stream: Stream) -> Result<(), ConnectionErrorKind> {
+        let (reader, writer) = stream.into_split();
+        // Reads run in their own task: a secret-stream read is not cancel-safe, and the
+        // loop below selects on several things at once.
+        let (incoming_tx, mut incoming) = mpsc::channel(16);
+        let reader_task = tokio::spawn(read_loop(reader, incoming_tx));
+        let (frames, frames_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let mut writer_task = tokio::spawn(write_loop(writer, frames_rx, self.context.keep_alive));
+        let _ = frames.send(mux::encode_open(LOCAL_CHANNEL, PROTOCOL, None, None));
+
+        let permits = Arc::new(Semaphore::new(self.context.max_concurrent_requests.max(1)));
+        let mut requests = JoinSet::new();
+        let mut shutdown = self.context.shutdown.clone();
+        let mut remote_channel: Option<u64> = None;
+
+        let result = loop {
+            tokio::select! {
+                read = incoming.recv() => match read {
+                    Some(Ok(frame)) => {
+                        match self.on_frame(&frame, &mut remote_channel, &frames, &permits, &mut requests) {
+                            Ok(true) => {}
+                            // The peer closed the channel: end cleanly, as the JS server does.
+                            Ok(false) => break Ok(()),
+                            Err(error) => break Err(error),
+                        }
+                    }
+                    None => break Ok(()),
+                    Some(Err(error)) => break Err(error),
+                },
+                Some(_) = requests.join_next(), if !requests.is_empty() => {}
+                _ = crate::server::closed(&mut shutdown) => {
+                    // Scrapes in flight are dropped; the scraper sees the channel close.
+                    requests.abort_all();
+                    let _ = frames.send(mux::encode_close(LOCAL_CHANNEL));
+                    break Ok(());
+                }
+                done = &mut writer_task => {
+                    break match done {
+                        Ok(Err(error)) => Err(error),
+                        _ => Ok(()),
+                    };
+                }
+            }
+        };
+
+        requests.abort_all();
+        drop(frames);
+        // The writer flushes what is queued, then ends our side; give it a bounded time.
+        if !writer_task.is_finished() {
+            if tokio::time::timeout(Duration::from_secs(1), &mut writer_task).await.is_err() {
+                writer_task.abort();
+            }
+        }
+        // Reading to the peer's end lets a JS peer's destroy() finish at once.
+        if result.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                while incoming.recv().await.is_some() {}
+            })
+            .await;
+        }
+        reader_task.abort();
+        result
+    }
+
+    /// Handles one frame; `Ok(false)` means the peer closed our channel.
+    fn on_frame(
+        &self,
+        frame: &[u8],
+        remote_channel: &mut Option<u64>,
+        frames: &mpsc::UnboundedSender<Vec<u8>>,
+        permits: &Arc<Semaphore>,
+        requests: &mut JoinSet<()>,
+    ) -> Result<bool, ConnectionErrorKind> {
+        let decoded = mux::decode_frame(frame)
+            .map_err(|err| ConnectionErrorKind::new("ERR_PROTOCOL", err.to_string()))?;
+        match decoded {
+            Frame::Open { channel, protocol, id, .. } => {
+                // A null id and an empty id are the same channel.
+                if protocol == PROTOCOL && id.is_none() && remote_channel.is_none() {
+                    *remote_channel = Some(channel);
+                } else {
+                    let _ = frames.send(mux::encode_reject(channel));
+                }
+            }
+            Frame::Close { channel } if Some(channel) == *remote_channel => return Ok(false),
+            Frame::Reject { channel } if channel == LOCAL_CHANNEL => return Ok(false),
+            Frame::Close { .. } | Frame::Reject { .. } => {}
+            Frame::Messages(messages) => {
+                for message in messages {
+                    if Some(message.channel) == *remote_channel {
+                        self.on_message(message, frames, permits, requests);
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn on_message(
+        &self,
+        message: ChannelMessage<'_>,
+        frames: &mpsc::UnboundedSender<Vec<u8>>,
+        permits: &Arc<Semaphore>,
+        requests: &mut JoinSet<()>,
+    ) {
+        // Type 1 (responses) cannot arrive for a server that asks nothing; ignore them.
+        if message.message_type != rpc::REQUEST_MESSAGE {
+            return;
+        }
+        let Ok(request) = rpc::Request::decode(message.payload) else {
+            // An undecodable request has no id to answer; JS drops it the same way.
+            return;
+        };
+        let id = request.id;
+        if request.method != METHOD {
+            if id != 0 {
+                let error = RpcError::unknown_method(request.method);
+                let _ = frames.send(response_frame(id, Err(&error)));
+            }
+            return;
+        }
+        if let Err(err) = MetricsRequest::decode(request.value) {
+            if id != 0 {
+                let error = RpcError::decode_error(err.to_string());
+                let _ = frames.send(response_frame(id, Err(&error)));
+            }
+            return;
+        }
+
+        let context = self.context.clone();
+        let info = MetricsRequestInfo { uid: self.uid.clone(), remote_public_key: self.remote_public_key };
+        let frames = frames.clone();
+        let permits = permits.clone();
+        requests.spawn(async move {
+            let Ok(_permit) = permits.acquire_owned().await else { return };
+            let uid = info.uid.clone();
+            let (success, text) = match context.source.metrics(info).await {
+                Ok(metrics) => (true, metrics),
+                Err(_) => {
+                    context.stats.metrics_errors.inc();
+                    (false, format!("Failed to obtain metrics (uid {uid})"))
+                }
+            };
+            let (success, text) = if success && frame_len_for(id, &text) > MAX_FRAME {
+                // One reply is one secret-stream message: too large cannot be sent at all.
+                context.stats.metrics_errors.inc();
+                let limit = MAX_FRAME;
+                (false, format!("Metrics too large to send: {} bytes, the limit is {limit} (uid {uid})", text.len()))
+            } else {
+                (success, text)
+            };
+            if id == 0 {
+                return;
+            }
+            let frame = metrics_reply_frame(id, success, &text);
+            if success {
+                context.stats.scrapes_served.inc();
+                context.stats.bytes_sent.inc_by(frame.len() as u64);
+            }
+            let _ = frames.send(frame);
+        });
+    }
+}
+
+fn frame_len_for(id: u64, text: &str) -> usize {
+    mux::message_header_len(LOCAL_CHANNEL, rpc::RESPONSE_MESSAGE)
+        + rpc::ok_response_header_len(id)
+        + wire::metrics_reply_len(text)
+}
+
+/// The whole frame in one buffer of the exact size: the metrics text is copied once.
+fn metrics_reply_frame(id: u64, success: bool, text: &str) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(frame_len_for(id, text));
+    mux::write_message_header(&mut frame, LOCAL_CHANNEL, rpc::RESPONSE_MESSAGE);
+    rpc::write_ok_response_header(&mut frame, id);
+    wire::encode_metrics_reply_into(&mut frame, success, text);
+    frame
+}
+
+fn response_frame(id: u64, result: Result<&[u8], &RpcError>) -> Vec<u8> {
+    let mut frame = Vec::new();
+    mux::write_message_header(&mut frame, LOCAL_CHANNEL, rpc::RESPONSE_MESSAGE);
+    rpc::Response { id, result: result.map_err(Clone::clone) }.encode_into(&mut frame);
+    frame
+}
+
+async fn read_loop(
+    mut reader: peeroxide_dht::secret_stream::SecretStreamReadHalf<tokio::io::ReadHalf<libudx::UdxAsyncStream>>,
+    incoming: mpsc::Sender<Result<Vec<u8>, ConnectionErrorKind>>,
+) {
+    loop {
+        let next = match reader.read().await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) => return,
+            Err(err) => Err(stream_error(&err)),
+        };
+        let failed = next.is_err();
+        if incoming.send(next).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+async fn write_loop(
+    mut writer: peeroxide_dht::secret_stream::SecretStreamWriteHalf<tokio::io::WriteHalf<libudx::UdxAsyncStream>>,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    keep_alive: Duration,
+) -> Result<(), ConnectionErrorKind> {
+    let mut idle_since = Instant::now();
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Some(frame) => {
+                    writer.write(&frame).await.map_err(|e| stream_error(&e))?;
+                    idle_since = Instant::now();
+                }
+                None => break,
+            },
+            // An empty message keeps NATs open and lets a dead peer surface as a write error.
+            _ = tokio::time::sleep_until(idle_since + keep_alive) => {
+                writer.write(&[]).await.map_err(|e| stream_error(&e))?;
+                idle_since = Instant::now();
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_millis(500), writer.shutdown()).await;
+    Ok(())
+}
+
+fn stream_error(err: &peeroxide_dht::secret_stream::SecretStreamError) -> ConnectionErrorKind {
+    use peeroxide_dht::secret_stream::SecretStreamError;
+    match err {
+        SecretStreamError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            ConnectionErrorKind::new("ETIMEDOUT", io.to_string())
+        }
+        SecretStreamError::Io(io) => ConnectionErrorKind::new("ERR_STREAM", io.to_string()),
+        other => ConnectionErrorKind::new("ERR_STREAM", other.to_string()),
+    }
+}

@@ -1,0 +1,40 @@
+//! What the core reports to its owner (the napi layer forwards these to the JS EventEmitter).
+
+use std::sync::Arc;
+
+use peeroxide_dht::hyperdht_messages::NoisePayload;
+
+use crate::keys::Key;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A scraper's connection is up (JS `connection-open`).
+    ConnectionOpen { uid: Arc<str>, remote_address: String, remote_public_key: Key },
+    /// A connection ended (JS `connection-close`); always the last event of a connection.
+    ConnectionClose { uid: Arc<str>, remote_public_key: Key },
+    /// A connection failed (JS `connection-error`); `ConnectionClose` follows.
+    ConnectionError { uid: Arc<str>, remote_public_key: Key, error: ConnectionErrorKind },
+    /// A handshake from a key that is not allowed was dropped (JS `firewall-block`).
+    FirewallBlock { remote_public_key: Key, payload: Box<NoisePayload>, address: String },
+}
+
+/// Why a connection failed; `code` is what the JS error's `code` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionErrorKind {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ConnectionErrorKind {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self { code, message: message.into() }
+    }
+}
+
+/// Receives every event; the napi layer fills it with a threadsafe function.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// A sink that drops everything, for callers that do not listen.
+pub fn ignore_events() -> EventSink {
+    Arc::new(|_| {})
+}

@@ -1,0 +1,414 @@
+//! The metrics server: a HyperDHT server on a key pair whose firewall admits only the
+//! scraper keys, answering protomux-rpc `prometheus-metrics`/`metrics` on each connection.
+//!
+//! Built on peeroxide-dht's public pieces (server events, Noise IK, UDX streams, secret
+//! stream) because its `run_server` cannot serve JS clients (see PEEROXIDE-NOTES.md).
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use peeroxide_dht::crypto::{hash, NS_PEER_HANDSHAKE};
+use peeroxide_dht::hyperdht::{alloc_stream_id, ServerEvent};
+use peeroxide_dht::hyperdht_messages::{
+    decode_noise_payload_from_bytes, encode_handshake_to_bytes, encode_noise_payload_to_bytes,
+    HandshakeMessage, NoisePayload, SecretStreamInfo, UdxInfo, FIREWALL_OPEN, MODE_FROM_RELAY,
+    MODE_FROM_SECOND_RELAY, MODE_FROM_SERVER, MODE_REPLY,
+};
+use peeroxide_dht::messages::Ipv4Peer;
+use peeroxide_dht::noise::{HandshakeIK, Keypair as NoiseKeypair};
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::connection::{serve_connection, ConnectionContext, PendingStream};
+use crate::events::{Event, EventSink};
+use crate::keys::{Key, KeyPair};
+use crate::node::DhtNode;
+use crate::stats::Stats;
+
+/// Where the metrics come from; the napi layer calls the user's `getMetrics` here.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Resolves the metrics text, or an error message for the owner's logs (the scraper
+    /// only ever sees `Failed to obtain metrics (uid <uid>)`).
+    fn metrics(&self, request: MetricsRequestInfo) -> MetricsFuture;
+}
+
+pub type MetricsFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+
+/// Who asks, passed to the source so that its events carry the connection's uid.
+#[derive(Debug, Clone)]
+pub struct MetricsRequestInfo {
+    pub uid: Arc<str>,
+    pub remote_public_key: Key,
+}
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("the DHT node already runs a server")]
+    AlreadyListening,
+    #[error("the DHT node has no server socket")]
+    NoSocket,
+    #[error("could not announce the server: {0}")]
+    Announce(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub key_pair: KeyPair,
+    /// Only these remote public keys complete a handshake.
+    pub allowed_keys: Vec<Key>,
+    /// An empty secret-stream message after this long without writes (JS DHT default).
+    pub keep_alive: Duration,
+    /// Connections beyond this many are refused at the handshake.
+    pub max_connections: usize,
+    /// Requests served at once on one connection; more wait their turn.
+    pub max_concurrent_requests: usize,
+    /// How often the announcement is refreshed; DHT records expire after 20 minutes.
+    pub reannounce_every: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(key_pair: KeyPair, allowed_keys: Vec<Key>) -> Self {
+        Self {
+            key_pair,
+            allowed_keys,
+            keep_alive: Duration::from_secs(5),
+            max_connections: 64,
+            max_concurrent_requests: 16,
+            reannounce_every: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// A running server; `close()` ends it, and every connection, within milliseconds.
+pub struct MetricsServer {
+    public_key: Key,
+    shutdown: watch::Sender<bool>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    node: Arc<DhtNode>,
+    key_pair: KeyPair,
+}
+
+impl MetricsServer {
+    /// Registers the server with the node, announces it, and starts answering handshakes.
+    pub async fn listen(
+        node: Arc<DhtNode>,
+        config: ServerConfig,
+        source: Arc<dyn MetricsSource>,
+        events: EventSink,
+        stats: Arc<Stats>,
+    ) -> Result<Self, ServerError> {
+        let server_events = node.take_server_events().ok_or(ServerError::AlreadyListening)?;
+        let socket = node
+            .handle()
+            .server_socket()
+            .await
+            .ok()
+            .flatten()
+            .ok_or(ServerError::NoSocket)?;
+        let public_key = config.key_pair.public_key;
+        let target = hash(public_key.as_bytes());
+        node.handle().register_server(&target);
+        node.handle()
+            .announce(target, &config.key_pair.to_dht(), &[])
+            .await
+            .map_err(|e| ServerError::Announce(e.to_string()))?;
+
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let context = Arc::new(ConnectionContext {
+            source,
+            events: events.clone(),
+            stats,
+            keep_alive: config.keep_alive,
+            max_concurrent_requests: config.max_concurrent_requests,
+            shutdown: shutdown_rx.clone(),
+            open_connections: AtomicUsize::new(0),
+        });
+        let mut tasks = JoinSet::new();
+        let handshakes = Handshakes {
+            node: node.clone(),
+            socket,
+            config: config.clone(),
+            context,
+            replies: ReplyCache::new(1024, Duration::from_secs(20)),
+        };
+        tasks.spawn(handshakes.run(server_events, shutdown_rx.clone()));
+        tasks.spawn(reannounce(node.clone(), config.key_pair.clone(), config.reannounce_every, shutdown_rx));
+
+        Ok(Self { public_key, shutdown, tasks: tokio::sync::Mutex::new(tasks), node, key_pair: config.key_pair })
+    }
+
+    pub fn public_key(&self) -> Key {
+        self.public_key
+    }
+
+    /// Stops answering handshakes, ends every connection, and withdraws the announcement.
+    /// Idempotent; bounded in time even when peers do not answer.
+    pub async fn close(&self) {
+        if self.shutdown.send_replace(true) {
+            // Already closed (or closing): still wait for the tasks below.
+        }
+        let mut tasks = self.tasks.lock().await;
+        let drained = tokio::time::timeout(Duration::from_secs(2), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        let target = hash(self.public_key.as_bytes());
+        self.node.handle().unregister_server(&target);
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            self.node.handle().unannounce(target, &self.key_pair.to_dht()),
+        )
+        .await;
+    }
+}
+
+/// Resolves once the server is closing; drops the watch guard before it returns.
+pub(crate) async fn closed(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|closed| *closed).await;
+}
+
+async fn reannounce(node: Arc<DhtNode>, key_pair: KeyPair, every: Duration, mut shutdown: watch::Receiver<bool>) {
+    let target = hash(key_pair.public_key.as_bytes());
+    loop {
+        // Jitter spreads the refreshes of many clients started together.
+        let jitter = Duration::from_millis(rand::random::<u64>() % 60_000);
+        tokio::select! {
+            _ = tokio::time::sleep(every + jitter) => {}
+            _ = crate::server::closed(&mut shutdown) => return,
+        }
+        if let Err(err) = node.handle().announce(target, &key_pair.to_dht(), &[]).await {
+            tracing::debug!(%err, "re-announce failed; next attempt at the next interval");
+        }
+    }
+}
+
+/// Answers server-side handshakes one at a time, so that a flood of handshakes costs
+/// one task, and duplicates of a handshake get the first answer (JS clients send each
+/// handshake through several nodes and retry it).
+struct Handshakes {
+    node: Arc<DhtNode>,
+    socket: libudx::UdxSocket,
+    config: ServerConfig,
+    context: Arc<ConnectionContext>,
+    replies: ReplyCache,
+}
+
+impl Handshakes {
+    async fn run(
+        mut self,
+        mut server_events: tokio::sync::mpsc::UnboundedReceiver<ServerEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                event = server_events.recv() => match event {
+                    Some(ServerEvent::PeerHandshake { msg, from, peer_address, reply_tx, .. }) => {
+                        let reply = self.answer(msg, from, peer_address, &mut connections).await;
+                        let _ = reply_tx.send(reply);
+                    }
+                    // No holepunching: this server advertises an open firewall.
+                    Some(ServerEvent::PeerHolepunch { reply_tx, .. }) => { let _ = reply_tx.send(None); }
+                    Some(_) => {}
+                    None => break,
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = crate::server::closed(&mut shutdown) => break,
+            }
+        }
+        // Let every connection say goodbye, then make sure none outlives the server.
+        let drained = tokio::time::timeout(Duration::from_millis(1500), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            connections.abort_all();
+        }
+    }
+
+    async fn answer(
+        &mut self,
+        msg: HandshakeMessage,
+        from: Ipv4Peer,
+        peer_address: Option<Ipv4Peer>,
+        connections: &mut JoinSet<()>,
+    ) -> Option<Vec<u8>> {
+        if let Some(cached) = self.replies.get(&msg.noise) {
+            return cached;
+        }
+        let noise = msg.noise.clone();
+        let reply = self.handshake(msg, from, peer_address, connections).await;
+        self.replies.insert(noise, reply.clone());
+        reply
+    }
+
+    async fn handshake(
+        &mut self,
+        msg: HandshakeMessage,
+        from: Ipv4Peer,
+        peer_address: Option<Ipv4Peer>,
+        connections: &mut JoinSet<()>,
+    ) -> Option<Vec<u8>> {
+        let relayed = matches!(msg.mode, MODE_FROM_RELAY | MODE_FROM_SECOND_RELAY);
+        // The firewall is given the claimed client address, as in JS; it decides on the
+        // key alone (hyperdht #295: the address is the peer's to choose).
+        let client_address = peer_address.clone().unwrap_or_else(|| from.clone());
+        let key_pair = &self.config.key_pair;
+        let mut noise = HandshakeIK::new_responder(
+            NoiseKeypair { public_key: key_pair.public_key.0, secret_key: key_pair.secret_key },
+            &*NS_PEER_HANDSHAKE,
+        );
+        // One decrypt; nothing is allocated for a key the firewall drops.
+        let plaintext = noise.recv(&msg.noise).ok()?;
+        let remote_public_key = Key(*noise.remote_static_key()?);
+        let remote_payload = decode_noise_payload_from_bytes(&plaintext).ok()?;
+
+        if !self.config.allowed_keys.contains(&remote_public_key) {
+            self.context.stats.firewall_blocks.inc();
+            (self.context.events)(Event::FirewallBlock {
+                remote_public_key,
+                payload: Box::new(remote_payload),
+                address: format!("{}:{}", client_address.host, client_address.port),
+            });
+            return None;
+        }
+        if *self.context.shutdown.borrow() {
+            return None;
+        }
+        if self.context.open_connections.load(Ordering::Relaxed) >= self.config.max_connections {
+            tracing::debug!("connection limit reached; handshake dropped");
+            return None;
+        }
+        let remote_udx = remote_payload.udx.as_ref()?;
+        let remote_stream_id = u32::try_from(remote_udx.id).ok()?;
+        if remote_payload.version != 1 {
+            return None;
+        }
+
+        let local_stream_id = alloc_stream_id();
+        let stream = self.node.runtime().create_stream(local_stream_id).await.ok()?;
+        let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+        // The secret stream may only start once the client's first UDX packet has
+        // fixed the stream's remote address; starting earlier stalls ~1 s on a retransmit.
+        stream
+            .set_firewall_hook(&self.socket, remote_stream_id, move |_socket, port, ip| {
+                let _ = connected_tx.send(SocketAddr::new(ip, port));
+                true
+            })
+            .ok()?;
+
+        let reply_payload = NoisePayload {
+            version: 1,
+            error: 0,
+            firewall: FIREWALL_OPEN,
+            holepunch: None,
+            addresses4: self.node.advertised_addresses().await,
+            addresses6: vec![],
+            udx: Some(UdxInfo { version: 1, reusable_socket: false, id: u64::from(local_stream_id), seq: 0 }),
+            secret_stream: Some(SecretStreamInfo { version: 1 }),
+            relay_through: None,
+            relay_addresses: None,
+        };
+        let reply_noise = noise.send(&encode_noise_payload_to_bytes(&reply_payload).ok()?).ok()?;
+        let session = noise.result()?.clone();
+
+        let pending = PendingStream {
+            stream,
+            connected: connected_rx,
+            tx: session.tx,
+            rx: session.rx,
+            handshake_hash: session.handshake_hash,
+            remote_public_key,
+        };
+        connections.spawn(serve_connection(self.context.clone(), pending));
+
+        let reply = HandshakeMessage {
+            mode: if relayed { MODE_FROM_SERVER } else { MODE_REPLY },
+            noise: reply_noise,
+            peer_address: if relayed { peer_address } else { None },
+            relay_address: None,
+        };
+        encode_handshake_to_bytes(&reply).ok()
+    }
+}
+
+/// Replies by incoming Noise message, bounded in count and age.
+struct ReplyCache {
+    entries: HashMap<Vec<u8>, (Instant, Option<Vec<u8>>)>,
+    order: VecDeque<Vec<u8>>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+impl ReplyCache {
+    fn new(capacity: usize, ttl: Duration) -> Self {
+        Self { entries: HashMap::new(), order: VecDeque::new(), capacity, ttl }
+    }
+
+    fn get(&mut self, noise: &[u8]) -> Option<Option<Vec<u8>>> {
+        self.expire();
+        self.entries.get(noise).map(|(_, reply)| reply.clone())
+    }
+
+    fn insert(&mut self, noise: Vec<u8>, reply: Option<Vec<u8>>) {
+        self.expire();
+        while self.entries.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.entries.remove(&oldest);
+                }
+                None => break,
+            }
+        }
+        self.order.push_back(noise.clone());
+        self.entries.insert(noise, (Instant::now(), reply));
+    }
+
+    fn expire(&mut self) {
+        while let Some(oldest) = self.order.front() {
+            match self.entries.get(oldest) {
+                Some((at, _)) if at.elapsed() < self.ttl => break,
+                _ => {
+                    if let Some(oldest) = self.order.pop_front() {
+                        self.entries.remove(&oldest);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_cache_is_bounded_and_remembers_drops() {
+        let mut cache = ReplyCache::new(2, Duration::from_secs(60));
+        cache.insert(vec![1], Some(vec![10]));
+        cache.insert(vec![2], None);
+        assert_eq!(cache.get(&[1]), Some(Some(vec![10])));
+        assert_eq!(cache.get(&[2]), Some(None));
+        cache.insert(vec![3], Some(vec![30]));
+        assert_eq!(cache.get(&[1]), None, "the oldest entry makes room");
+        assert_eq!(cache.entries.len(), 2);
+    }
+
+    #[test]
+    fn reply_cache_expires() {
+        let mut cache = ReplyCache::new(8, Duration::from_millis(0));
+        cache.insert(vec![1], None);
+        assert_eq!(cache.get(&[1]), None);
+        assert!(cache.order.is_empty());
+    }
+}
