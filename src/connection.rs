@@ -10,9 +10,9 @@ use libudx::UdxStream;
 use peeroxide_dht::secret_stream::SecretStream;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
-use tokio::time::Instant;
 
 use crate::events::{ConnectionErrorKind, Event, EventSink};
+use crate::transport::{read_loop, write_loop, Stream, MAX_FRAME};
 use crate::keys::Key;
 use crate::mux::{self, ChannelMessage, Frame};
 use crate::rpc::{self, RpcError};
@@ -24,8 +24,6 @@ pub const PROTOCOL: &str = "prometheus-metrics";
 pub const METHOD: &str = "metrics";
 /// Our id for the one channel we open; the peer names its own.
 const LOCAL_CHANNEL: u64 = 1;
-/// The largest secret-stream message (a 3-byte length) less the cipher overhead (17 bytes).
-pub const MAX_FRAME: usize = (1 << 24) - 1 - 17;
 /// How long a handshaken client has to send its first UDX packet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,8 +102,6 @@ struct Session {
     uid: Arc<str>,
     remote_public_key: Key,
 }
-
-type Stream = SecretStream<libudx::UdxAsyncStream>;
 
 impl Session {
     async fn run(self, stream: Stream) -> Result<(), ConnectionErrorKind> {
@@ -294,56 +290,3 @@ fn response_frame(id: u64, result: Result<&[u8], &RpcError>) -> Vec<u8> {
     frame
 }
 
-async fn read_loop(
-    mut reader: peeroxide_dht::secret_stream::SecretStreamReadHalf<tokio::io::ReadHalf<libudx::UdxAsyncStream>>,
-    incoming: mpsc::Sender<Result<Vec<u8>, ConnectionErrorKind>>,
-) {
-    loop {
-        let next = match reader.read().await {
-            Ok(Some(frame)) => Ok(frame),
-            Ok(None) => return,
-            Err(err) => Err(stream_error(&err)),
-        };
-        let failed = next.is_err();
-        if incoming.send(next).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
-async fn write_loop(
-    mut writer: peeroxide_dht::secret_stream::SecretStreamWriteHalf<tokio::io::WriteHalf<libudx::UdxAsyncStream>>,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
-    keep_alive: Duration,
-) -> Result<(), ConnectionErrorKind> {
-    let mut idle_since = Instant::now();
-    loop {
-        tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(frame) => {
-                    writer.write(&frame).await.map_err(|e| stream_error(&e))?;
-                    idle_since = Instant::now();
-                }
-                None => break,
-            },
-            // An empty message keeps NATs open and lets a dead peer surface as a write error.
-            _ = tokio::time::sleep_until(idle_since + keep_alive) => {
-                writer.write(&[]).await.map_err(|e| stream_error(&e))?;
-                idle_since = Instant::now();
-            }
-        }
-    }
-    let _ = tokio::time::timeout(Duration::from_millis(500), writer.shutdown()).await;
-    Ok(())
-}
-
-fn stream_error(err: &peeroxide_dht::secret_stream::SecretStreamError) -> ConnectionErrorKind {
-    use peeroxide_dht::secret_stream::SecretStreamError;
-    match err {
-        SecretStreamError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            ConnectionErrorKind::new("ETIMEDOUT", io.to_string())
-        }
-        SecretStreamError::Io(io) => ConnectionErrorKind::new("ERR_STREAM", io.to_string()),
-        other => ConnectionErrorKind::new("ERR_STREAM", other.to_string()),
-    }
-}

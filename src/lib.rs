@@ -10,8 +10,11 @@ pub mod keys;
 pub mod mux;
 pub mod node;
 pub mod rpc;
+pub mod rpc_client;
+pub mod scraper;
 pub mod server;
 pub mod stats;
+pub mod transport;
 pub mod wire;
 
 #[allow(unsafe_code)]

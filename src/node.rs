@@ -33,11 +33,14 @@ pub struct NodeConfig {
     pub host: String,
     /// 0 lets the OS pick.
     pub port: u16,
+    /// `Some(false)` makes a node that routes for others at once (a testnet's nodes);
+    /// `None` lets the node decide, as hyperdht does.
+    pub ephemeral: Option<bool>,
 }
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        Self { bootstrap: public_bootstrap(), host: "0.0.0.0".into(), port: 0 }
+        Self { bootstrap: public_bootstrap(), host: "0.0.0.0".into(), port: 0, ephemeral: None }
     }
 }
 
@@ -75,6 +78,11 @@ impl DhtNode {
         dht_config.dht.bootstrap = config.bootstrap.clone();
         dht_config.dht.host = config.host.clone();
         dht_config.dht.port = config.port;
+        if let Some(ephemeral) = config.ephemeral {
+            dht_config.dht.ephemeral = Some(ephemeral);
+            // A node that serves the network must not claim to be behind a firewall.
+            dht_config.dht.firewalled = ephemeral;
+        }
         let (task, handle, server_events) =
             hyperdht::spawn(&runtime, dht_config).await.map_err(NodeError::Spawn)?;
         let node = Self {
@@ -159,6 +167,7 @@ mod tests {
             bootstrap: vec![],
             host: "127.0.0.1".into(),
             port: 0,
+            ephemeral: None,
         })
         .await
         .expect("node starts");

@@ -163,7 +163,7 @@ async fn start(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| core_error(ErrorCode::InvalidKey, format!("scraperPublicKey: {e}")))?;
 
-    let node = DhtNode::spawn(NodeConfig { bootstrap: options.bootstrap, host: options.host, port: 0 })
+    let node = DhtNode::spawn(NodeConfig { bootstrap: options.bootstrap, host: options.host, port: 0, ephemeral: None })
         .await
         .map_err(|e| core_error(ErrorCode::Node, e.to_string()))?;
     let node = Arc::new(node);

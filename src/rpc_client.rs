@@ -1,0 +1,239 @@
+//! An outgoing protomux-rpc connection: dial a public key over the DHT, open one channel
+//! (protocol, empty id), send requests and match responses by id, each with a timeout.
+//! The alias client and the native scraper are built on it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::events::ConnectionErrorKind;
+use crate::keys::{Key, KeyPair};
+use crate::mux::{self, Frame};
+use crate::node::DhtNode;
+use crate::rpc::{self, RequestIds, RpcError};
+use crate::transport::{read_loop, write_loop};
+use crate::wire::WireError;
+
+/// Our id for the one channel we open.
+const LOCAL_CHANNEL: u64 = 1;
+
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ClientError {
+    /// The DHT found no way to the key, or the handshake was refused (a firewall).
+    #[error("could not connect to {target}: {reason}")]
+    Connect { target: String, reason: String },
+    /// Connecting took longer than allowed.
+    #[error("connecting to {target} timed out after {ms} ms")]
+    ConnectTimeout { target: String, ms: u64 },
+    /// No reply in time; a late reply is ignored.
+    #[error("timeout of {0}ms exceeded")]
+    Timeout(u64),
+    /// The channel or connection closed before the reply.
+    #[error("channel closed")]
+    ChannelClosed,
+    /// The peer answered with a protomux-rpc error.
+    #[error("{}", .0.js_message())]
+    Remote(RpcError),
+    /// The reply was not what the protocol says.
+    #[error("could not decode response: {0}")]
+    Decode(WireError),
+    /// The reply is larger than the caller accepts.
+    #[error("response of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+}
+
+impl ClientError {
+    /// The `code` a JS error for this carries (protomux-rpc-client's where it has one).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ClientError::Connect { .. } => "PEER_CONNECTION_FAILED",
+            ClientError::ConnectTimeout { .. } => "REQUEST_TIMEOUT",
+            ClientError::Timeout(_) => "TIMEOUT_EXCEEDED",
+            ClientError::ChannelClosed => "CHANNEL_CLOSED",
+            ClientError::Remote(err) => err.js_code().map_or("REQUEST_ERROR", |code| code.as_str()),
+            ClientError::Decode(_) => "DECODE_ERROR",
+            ClientError::TooLarge { .. } => "RESPONSE_TOO_LARGE",
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, ClientError>>>>>;
+
+pub struct RpcConnection {
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    pending: Pending,
+    ids: Mutex<RequestIds>,
+    closed: Arc<AtomicBool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RpcConnection {
+    /// Dials `remote` with `key_pair` and opens the `protocol` channel.
+    pub async fn connect(
+        node: &DhtNode,
+        key_pair: &KeyPair,
+        remote: Key,
+        protocol: &str,
+        connect_timeout: Duration,
+        keep_alive: Duration,
+    ) -> Result<Self, ClientError> {
+        let target = remote.to_z32();
+        let dht_key_pair = key_pair.to_dht();
+        let dial = node.handle().connect(&dht_key_pair, remote.0, node.runtime());
+        let connection = match tokio::time::timeout(connect_timeout, dial).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(err)) => return Err(ClientError::Connect { target, reason: err.to_string() }),
+            Err(_) => {
+                let ms = u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX);
+                return Err(ClientError::ConnectTimeout { target, ms });
+            }
+        };
+        // The connection owns the UDX socket its stream sends from; keep it with the task.
+        let socket = connection.socket;
+        let (reader, writer) = connection.stream.into_split();
+        let (frames, frames_rx) = mpsc::unbounded_channel();
+        let (incoming_tx, incoming) = mpsc::channel(16);
+        let _ = frames.send(mux::encode_open(LOCAL_CHANNEL, protocol, None, None));
+
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_task = tokio::spawn(read_loop(reader, incoming_tx));
+        let writer_task = tokio::spawn(write_loop(writer, frames_rx, keep_alive));
+        let dispatch = Dispatch { protocol: protocol.to_string(), pending: pending.clone(), frames: frames.clone() };
+        let task_closed = closed.clone();
+        let task = tokio::spawn(async move {
+            let _socket = socket;
+            dispatch.run(incoming).await;
+            task_closed.store(true, Ordering::SeqCst);
+            dispatch.fail_all();
+            reader_task.abort();
+            // The writer ends itself once every sender is gone; bound it all the same.
+            drop(dispatch);
+            let abort = writer_task.abort_handle();
+            if tokio::time::timeout(Duration::from_millis(500), writer_task).await.is_err() {
+                abort.abort();
+            }
+        });
+        Ok(Self { frames, pending, ids: Mutex::new(RequestIds::new()), closed, task: Mutex::new(Some(task)) })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Sends `method(value)` and waits up to `timeout` for the response value.
+    pub async fn request(&self, method: &str, value: &[u8], timeout: Duration) -> Result<Vec<u8>, ClientError> {
+        if self.is_closed() {
+            return Err(ClientError::ChannelClosed);
+        }
+        let id = self.ids.lock().map_err(|_| ClientError::ChannelClosed)?.next_id();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        self.pending.lock().map_err(|_| ClientError::ChannelClosed)?.insert(id, reply_tx);
+
+        let request = rpc::Request { id, method, value };
+        let mut frame = Vec::with_capacity(
+            mux::message_header_len(LOCAL_CHANNEL, rpc::REQUEST_MESSAGE) + request.encoded_len(),
+        );
+        mux::write_message_header(&mut frame, LOCAL_CHANNEL, rpc::REQUEST_MESSAGE);
+        request.encode_into(&mut frame);
+        if self.frames.send(frame).is_err() {
+            self.forget(id);
+            return Err(ClientError::ChannelClosed);
+        }
+        match tokio::time::timeout(timeout, reply_rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::ChannelClosed),
+            Err(_) => {
+                self.forget(id);
+                Err(ClientError::Timeout(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)))
+            }
+        }
+    }
+
+    fn forget(&self, id: u64) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.remove(&id);
+        }
+    }
+
+    /// Closes the channel and the connection; requests still waiting get ChannelClosed.
+    pub async fn close(&self) {
+        let _ = self.frames.send(mux::encode_close(LOCAL_CHANNEL));
+        let task = self.task.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(task) = task {
+            let abort = task.abort_handle();
+            // Give the peer a moment to see the close; never wait long for it.
+            if tokio::time::timeout(Duration::from_millis(200), task).await.is_err() {
+                abort.abort();
+            }
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.clear();
+        }
+    }
+}
+
+impl Drop for RpcConnection {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().ok().and_then(|mut slot| slot.take()) {
+            task.abort();
+        }
+    }
+}
+
+struct Dispatch {
+    protocol: String,
+    pending: Pending,
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Dispatch {
+    async fn run(&self, mut incoming: mpsc::Receiver<Result<Vec<u8>, ConnectionErrorKind>>) {
+        let mut remote_channel = None;
+        while let Some(Ok(frame)) = incoming.recv().await {
+            // A frame we cannot parse ends the connection, as a JS peer's would.
+            let Ok(decoded) = mux::decode_frame(&frame) else { return };
+            match decoded {
+                Frame::Open { channel, protocol, id, .. } => {
+                    if protocol == self.protocol && id.is_none() && remote_channel.is_none() {
+                        remote_channel = Some(channel);
+                    } else {
+                        let _ = self.frames.send(mux::encode_reject(channel));
+                    }
+                }
+                Frame::Reject { channel } if channel == LOCAL_CHANNEL => return,
+                Frame::Close { channel } if Some(channel) == remote_channel => return,
+                Frame::Reject { .. } | Frame::Close { .. } => {}
+                Frame::Messages(messages) => {
+                    for message in messages {
+                        if Some(message.channel) == remote_channel && message.message_type == rpc::RESPONSE_MESSAGE {
+                            self.on_response(message.payload);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_response(&self, payload: &[u8]) {
+        let Ok(response) = rpc::Response::decode(payload) else { return };
+        let waiter = self.pending.lock().ok().and_then(|mut pending| pending.remove(&response.id));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(response.result.map(<[u8]>::to_vec).map_err(ClientError::Remote));
+        }
+    }
+
+    fn fail_all(&self) {
+        if let Ok(mut pending) = self.pending.lock() {
+            for (_, waiter) in pending.drain() {
+                let _ = waiter.send(Err(ClientError::ChannelClosed));
+            }
+        }
+    }
+}

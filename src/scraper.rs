@@ -1,0 +1,105 @@
+//! The native scraper: asks a DhtPromClient's metrics server for its metrics over
+//! protomux-rpc `prometheus-metrics`/`metrics`, keeping the connection between requests
+//! and dialling again when it was lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use crate::connection::{METHOD, PROTOCOL};
+use crate::keys::{Key, KeyPair};
+use crate::node::DhtNode;
+use crate::rpc_client::{ClientError, RpcConnection};
+use crate::wire::{MetricsReply, MetricsRequest, MAJOR_VERSION, MINOR_VERSION};
+
+#[derive(Debug, Clone)]
+pub struct ScraperConfig {
+    pub key_pair: KeyPair,
+    pub target: Key,
+    /// Per request, unless the request says otherwise (the reference scraper: 5 s).
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Replies larger than this are refused (a secret-stream message is at most 16 MiB).
+    pub max_bytes: usize,
+}
+
+impl ScraperConfig {
+    pub fn new(key_pair: KeyPair, target: Key) -> Self {
+        Self {
+            key_pair,
+            target,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// What one request may override.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestOptions {
+    pub major: Option<u64>,
+    pub minor: Option<u64>,
+    pub timeout: Option<Duration>,
+}
+
+pub struct Scraper {
+    node: Arc<DhtNode>,
+    config: ScraperConfig,
+    connection: Mutex<Option<Arc<RpcConnection>>>,
+}
+
+impl Scraper {
+    pub fn new(node: Arc<DhtNode>, config: ScraperConfig) -> Self {
+        Self { node, config, connection: Mutex::new(None) }
+    }
+
+    pub fn target(&self) -> Key {
+        self.config.target
+    }
+
+    /// One scrape: `Ok` carries the client's `{success, metrics | errorMessage}`;
+    /// connection, timeout and protocol failures are `Err`.
+    pub async fn request_metrics(&self, options: RequestOptions) -> Result<MetricsReply, ClientError> {
+        let request = MetricsRequest {
+            major: options.major.unwrap_or(MAJOR_VERSION),
+            minor: options.minor.unwrap_or(MINOR_VERSION),
+        };
+        let timeout = options.timeout.unwrap_or(self.config.request_timeout);
+        let connection = self.connection().await?;
+        let value = connection.request(METHOD, &request.encode(), timeout).await?;
+        if value.len() > self.config.max_bytes {
+            return Err(ClientError::TooLarge { size: value.len(), limit: self.config.max_bytes });
+        }
+        MetricsReply::decode(&value).map_err(ClientError::Decode)
+    }
+
+    /// The open connection, or a new one when there is none or it has closed.
+    async fn connection(&self) -> Result<Arc<RpcConnection>, ClientError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(connection.clone());
+        }
+        let connection = Arc::new(
+            RpcConnection::connect(
+                &self.node,
+                &self.config.key_pair,
+                self.config.target,
+                PROTOCOL,
+                self.config.connect_timeout,
+                Duration::from_secs(5),
+            )
+            .await?,
+        );
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Closes the connection; a later request dials again.
+    pub async fn close(&self) {
+        if let Some(connection) = self.connection.lock().await.take() {
+            connection.close().await;
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The metrics server scraped by the native (Rust) scraper on a loopback testnet of
+//! peeroxide-dht nodes: no napi, no JS.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Testnet;
+use dht_prom_client_rs::events::{Event, EventSink};
+use dht_prom_client_rs::keys::KeyPair;
+use dht_prom_client_rs::rpc_client::ClientError;
+use dht_prom_client_rs::scraper::{RequestOptions, Scraper, ScraperConfig};
+use dht_prom_client_rs::server::{MetricsFuture, MetricsRequestInfo, MetricsServer, MetricsSource, ServerConfig};
+use dht_prom_client_rs::stats::Stats;
+use dht_prom_client_rs::wire::MetricsReply;
+use tokio::sync::mpsc;
+
+/// Answers `metrics <n>` with a call counter, or fails when asked to.
+struct CountingSource {
+    calls: AtomicUsize,
+    fail: bool,
+}
+
+impl MetricsSource for CountingSource {
+    fn metrics(&self, _request: MetricsRequestInfo) -> MetricsFuture {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let fail = self.fail;
+        Box::pin(async move { if fail { Err("broken collector".into()) } else { Ok(format!("metrics {n}\n")) } })
+    }
+}
+
+fn channel_sink() -> (EventSink, mpsc::UnboundedReceiver<Event>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let tx = Mutex::new(tx);
+    let sink: EventSink = Arc::new(move |event| {
+        if let Ok(tx) = tx.lock() {
+            let _ = tx.send(event);
+        }
+    });
+    (sink, rx)
+}
+
+async fn next_event(events: &mut mpsc::UnboundedReceiver<Event>) -> Event {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event within 10 s")
+        .expect("event channel open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_scraper_scrapes_and_strangers_are_blocked() {
+    let testnet = Testnet::new(3).await;
+    let server_node = testnet.node().await;
+    let scraper_keys = KeyPair::generate();
+    let server_keys = KeyPair::generate();
+    let (sink, mut events) = channel_sink();
+    let source = Arc::new(CountingSource { calls: AtomicUsize::new(0), fail: false });
+    let stats = Arc::new(Stats::new());
+    let server = MetricsServer::listen(
+        server_node.clone(),
+        ServerConfig::new(server_keys.clone(), vec![scraper_keys.public_key]),
+        source.clone(),
+        sink,
+        stats.clone(),
+    )
+    .await
+    .expect("server listens");
+    assert_eq!(server.public_key(), server_keys.public_key);
+
+    let scraper_node = testnet.node().await;
+    let scraper = Scraper::new(scraper_node.clone(), ScraperConfig::new(scraper_keys.clone(), server_keys.public_key));
+    for i in 0..20 {
+        let reply = scraper.request_metrics(RequestOptions::default()).await.expect("scrape");
+        assert_eq!(reply, MetricsReply::Success { metrics: format!("metrics {i}\n") });
+    }
+    let Event::ConnectionOpen { remote_public_key, remote_address, .. } = next_event(&mut events).await else {
+        panic!("connection-open first")
+    };
+    assert_eq!(remote_public_key, scraper_keys.public_key);
+    assert!(remote_address.starts_with("127.0.0.1:"), "{remote_address}");
+
+    // Version checks answer DECODE_ERROR without asking the source.
+    let calls = source.calls.load(Ordering::SeqCst);
+    let err = scraper
+        .request_metrics(RequestOptions { major: Some(1000), ..Default::default() })
+        .await
+        .expect_err("major 1000 is refused");
+    assert_eq!(err.code(), "DECODE_ERROR");
+    assert_eq!(source.calls.load(Ordering::SeqCst), calls);
+
+    // Another key is dropped at the handshake and reported.
+    let stranger_keys = KeyPair::generate();
+    let mut stranger_config = ScraperConfig::new(stranger_keys.clone(), server_keys.public_key);
+    stranger_config.connect_timeout = Duration::from_secs(8);
+    let stranger = Scraper::new(scraper_node.clone(), stranger_config);
+    let err = stranger.request_metrics(RequestOptions::default()).await.expect_err("firewalled");
+    assert!(matches!(err, ClientError::Connect { .. } | ClientError::ConnectTimeout { .. }), "{err:?}");
+    let blocked = loop {
+        if let Event::FirewallBlock { remote_public_key, address, payload } = next_event(&mut events).await {
+            break (remote_public_key, address, payload);
+        }
+    };
+    assert_eq!(blocked.0, stranger_keys.public_key);
+    assert!(blocked.1.starts_with("127.0.0.1:"), "{}", blocked.1);
+    assert_eq!(blocked.2.version, 1);
+    assert!(stats.render().contains("dht_prom_client_firewall_blocks_total"));
+
+    // The scraper is still served on its connection.
+    assert!(scraper.request_metrics(RequestOptions::default()).await.expect("scrape").is_success());
+
+    // close() ends the connection (the scraper sees it) and returns promptly.
+    let started = std::time::Instant::now();
+    server.close().await;
+    assert!(started.elapsed() < Duration::from_secs(4), "close took {:?}", started.elapsed());
+    let closed = loop {
+        if let Event::ConnectionClose { remote_public_key, .. } = next_event(&mut events).await {
+            break remote_public_key;
+        }
+    };
+    assert_eq!(closed, scraper_keys.public_key);
+    let err = scraper
+        .request_metrics(RequestOptions { timeout: Some(Duration::from_secs(3)), ..Default::default() })
+        .await
+        .expect_err("server is closed");
+    assert!(!matches!(err, ClientError::Remote(_)), "{err:?}");
+
+    scraper.close().await;
+    stranger.close().await;
+    server_node.destroy().await;
+    scraper_node.destroy().await;
+    testnet.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_source_gives_success_false_with_the_uid() {
+    let testnet = Testnet::new(3).await;
+    let server_node = testnet.node().await;
+    let scraper_keys = KeyPair::generate();
+    let server_keys = KeyPair::generate();
+    let (sink, mut events) = channel_sink();
+    let source = Arc::new(CountingSource { calls: AtomicUsize::new(0), fail: true });
+    let server = MetricsServer::listen(
+        server_node.clone(),
+        ServerConfig::new(server_keys.clone(), vec![scraper_keys.public_key]),
+        source,
+        sink,
+        Arc::new(Stats::new()),
+    )
+    .await
+    .expect("server listens");
+    let scraper_node = testnet.node().await;
+    let scraper = Scraper::new(scraper_node.clone(), ScraperConfig::new(scraper_keys, server_keys.public_key));
+    let reply = scraper.request_metrics(RequestOptions::default()).await.expect("scrape");
+    let Event::ConnectionOpen { uid, .. } = next_event(&mut events).await else { panic!("connection-open") };
+    assert_eq!(reply, MetricsReply::Failure { error_message: format!("Failed to obtain metrics (uid {uid})") });
+
+    scraper.close().await;
+    server.close().await;
+    server_node.destroy().await;
+    scraper_node.destroy().await;
+    testnet.destroy().await;
+}
