@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use peeroxide_dht::hyperdht_messages::NoisePayload;
 
+use crate::alias::AliasError;
 use crate::keys::Key;
 
 #[derive(Debug, Clone)]
@@ -16,6 +17,12 @@ pub enum Event {
     ConnectionError { uid: Arc<str>, remote_public_key: Key, error: ConnectionErrorKind },
     /// A handshake from a key that is not allowed was dropped (JS `firewall-block`).
     FirewallBlock { remote_public_key: Key, payload: Box<NoisePayload>, address: String },
+    /// An alias registration is about to be sent (the reference's `alias-attempt`).
+    AliasAttempt { scraper_public_key: Key, alias: String, target_public_key: Key, hostname: String, service: String },
+    /// A scraper accepted the alias (JS `register-alias-success`).
+    RegisterAliasSuccess { scraper_public_key: Key, updated: bool },
+    /// A registration failed (JS `register-alias-error`); the schedule goes on.
+    RegisterAliasError { scraper_public_key: Key, error: AliasError },
 }
 
 /// Why a connection failed; `code` is what the JS error's `code` says.

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use napi::bindgen_prelude::{Buffer, Promise, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -13,6 +14,7 @@ use peeroxide_dht::hyperdht_messages::NoisePayload;
 use peeroxide_dht::messages::Ipv4Peer;
 
 use super::error::{core_error, into_async_error, ErrorCode};
+use crate::alias::{AliasConfig, AliasError, AliasFuture, AliasRegistrar, AliasTransport, NativeAliasTransport};
 use crate::events::{Event, EventSink};
 use crate::keys::{Key, KeyPair};
 use crate::node::{DhtNode, NodeConfig};
@@ -29,6 +31,36 @@ pub struct ServerOptions {
     pub secret_key: Buffer,
     /// Only these keys may connect.
     pub allowed_keys: Vec<Buffer>,
+    /// Alias registration with every allowed key; none when absent.
+    pub alias: Option<AliasOptions>,
+}
+
+#[napi(object)]
+pub struct AliasOptions {
+    pub secret: Buffer,
+    pub alias: String,
+    pub hostname: String,
+    pub service: String,
+    pub register_interval_ms: f64,
+    /// Bounds each attempt, connecting included (default 10000, as protomux-rpc-client).
+    pub request_timeout_ms: Option<f64>,
+}
+
+/// The argument of the facade's function that registers through a JS protomux-rpc-client.
+#[napi(object)]
+pub struct AliasCall {
+    pub scraper_public_key: Buffer,
+    /// The encoded AliasRequest.
+    pub body: Buffer,
+    pub timeout_ms: f64,
+}
+
+/// What that function settles with: the encoded AliasResponse, or the error it got.
+#[napi(object)]
+pub struct AliasCallResult {
+    pub response: Option<Buffer>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
 }
 
 /// The argument of the facade's getMetrics wrapper.
@@ -102,10 +134,45 @@ pub struct JsEvent {
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub payload: Option<JsHandshakePayload>,
+    pub scraper_public_key: Option<Buffer>,
+    pub updated: Option<bool>,
+    pub alias: Option<String>,
+    pub target_key: Option<Buffer>,
+    pub hostname: Option<String>,
+    pub service: Option<String>,
 }
 
 type GetMetricsFn = ThreadsafeFunction<MetricsCall, Promise<Option<String>>, MetricsCall, Status, false, true>;
 type EventFn = ThreadsafeFunction<JsEvent, Unknown<'static>, JsEvent, Status, false, true>;
+type AliasRequestFn = ThreadsafeFunction<AliasCall, Promise<AliasCallResult>, AliasCall, Status, false, true>;
+
+/// Registration through the user's JS protomux-rpc-client (option `protomuxRpcClient`).
+struct JsAliasTransport {
+    request: Arc<AliasRequestFn>,
+}
+
+impl AliasTransport for JsAliasTransport {
+    fn request(&self, scraper: Key, body: Vec<u8>, timeout: Duration) -> AliasFuture {
+        let request = self.request.clone();
+        Box::pin(async move {
+            let call = AliasCall {
+                scraper_public_key: scraper.0.to_vec().into(),
+                body: body.into(),
+                timeout_ms: timeout.as_millis() as f64,
+            };
+            let js_failure = |err: napi::Error| AliasError { code: Some("ERR_JS_TRANSPORT".into()), message: err.reason.clone() };
+            let promise = request.call_async_catch(call).await.map_err(js_failure)?;
+            let result = promise.await.map_err(js_failure)?;
+            match result.response {
+                Some(response) => Ok(response.to_vec()),
+                None => Err(AliasError {
+                    code: result.error_code,
+                    message: result.error_message.unwrap_or_else(|| "alias request failed".into()),
+                }),
+            }
+        })
+    }
+}
 
 struct JsMetricsSource {
     get_metrics: Arc<GetMetricsFn>,
@@ -135,6 +202,7 @@ impl MetricsSource for JsMetricsSource {
 pub struct NativeServer {
     node: Arc<DhtNode>,
     server: Arc<MetricsServer>,
+    registrar: Option<Arc<AliasRegistrar>>,
     stats: Arc<Stats>,
     events_open: Arc<AtomicBool>,
 }
@@ -145,14 +213,16 @@ pub async fn start_server(
     options: ServerOptions,
     get_metrics: GetMetricsFn,
     on_event: EventFn,
+    alias_request: Option<AliasRequestFn>,
 ) -> napi::Result<NativeServer> {
-    start(options, get_metrics, on_event).await.map_err(into_async_error)
+    start(options, get_metrics, on_event, alias_request).await.map_err(into_async_error)
 }
 
 async fn start(
     options: ServerOptions,
     get_metrics: GetMetricsFn,
     on_event: EventFn,
+    alias_request: Option<AliasRequestFn>,
 ) -> napi::Result<NativeServer, ErrorCode> {
     let key_pair = KeyPair::from_parts(&options.public_key, &options.secret_key)
         .map_err(|e| core_error(ErrorCode::InvalidArgument, format!("keyPair: {e}")))?;
@@ -172,15 +242,53 @@ async fn start(
     let sink = event_sink(on_event, events_open.clone());
     let stats = Arc::new(Stats::new());
     let source = Arc::new(JsMetricsSource { get_metrics: Arc::new(get_metrics) });
+    let alias_config = match options.alias {
+        Some(alias) => Some(alias_config(alias, &allowed_keys, key_pair.public_key)?),
+        None => None,
+    };
     let config = ServerConfig::new(key_pair, allowed_keys);
-    let server = match MetricsServer::listen(node.clone(), config, source, sink, stats.clone()).await {
+    let server = match MetricsServer::listen(node.clone(), config, source, sink.clone(), stats.clone()).await {
         Ok(server) => server,
         Err(err) => {
             node.destroy().await;
             return Err(core_error(ErrorCode::Listen, err.to_string()));
         }
     };
-    Ok(NativeServer { node, server: Arc::new(server), stats, events_open })
+    // As the reference: the first registration right after the server listens.
+    let registrar = alias_config.map(|config| {
+        let transport: Arc<dyn AliasTransport> = match alias_request {
+            Some(request) => Arc::new(JsAliasTransport { request: Arc::new(request) }),
+            None => Arc::new(Arc::new(NativeAliasTransport::new(node.clone()))),
+        };
+        Arc::new(AliasRegistrar::start(config, transport, sink, stats.clone()))
+    });
+    Ok(NativeServer { node, server: Arc::new(server), registrar, stats, events_open })
+}
+
+fn alias_config(options: AliasOptions, scrapers: &[Key], target: Key) -> napi::Result<AliasConfig, ErrorCode> {
+    let secret = Key::from_bytes(&options.secret)
+        .map_err(|e| core_error(ErrorCode::InvalidKey, format!("scraperSecret {e}")))?;
+    let interval = positive_ms(options.register_interval_ms, "registerIntervalMs")?;
+    let request_timeout = positive_ms(options.request_timeout_ms.unwrap_or(10_000.0), "requestTimeoutMs")?;
+    Ok(AliasConfig {
+        scrapers: scrapers.to_vec(),
+        secret: secret.0,
+        alias: options.alias,
+        target_public_key: target,
+        hostname: options.hostname,
+        service: options.service,
+        interval,
+        request_timeout,
+        idle_timeout: Duration::from_secs(60),
+    })
+}
+
+fn positive_ms(ms: f64, name: &str) -> napi::Result<Duration, ErrorCode> {
+    if !(ms.is_finite() && ms > 0.0) {
+        return Err(core_error(ErrorCode::InvalidArgument, format!("{name} must be a positive finite number")));
+    }
+    // Duration::from_secs_f64 cannot fail for a positive finite value below ~584 years.
+    Ok(Duration::from_secs_f64((ms / 1000.0).min(1e10)))
 }
 
 #[napi]
@@ -202,6 +310,9 @@ impl NativeServer {
     pub async fn close(&self) -> napi::Result<()> {
         let server = self.server.clone();
         let node = self.node.clone();
+        if let Some(registrar) = &self.registrar {
+            registrar.close().await;
+        }
         server.close().await;
         node.destroy().await;
         self.events_open.store(false, Ordering::SeqCst);
@@ -233,6 +344,12 @@ fn to_js_event(event: Event) -> JsEvent {
         error_code: None,
         error_message: None,
         payload: None,
+        scraper_public_key: None,
+        updated: None,
+        alias: None,
+        target_key: None,
+        hostname: None,
+        service: None,
     };
     match event {
         Event::ConnectionOpen { uid, remote_address, remote_public_key } => {
@@ -258,6 +375,25 @@ fn to_js_event(event: Event) -> JsEvent {
             js.remote_public_key = Some(key_buffer(&remote_public_key));
             js.address = Some(address);
             js.payload = Some(to_js_payload(*payload));
+        }
+        Event::AliasAttempt { scraper_public_key, alias, target_public_key, hostname, service } => {
+            js.name = "alias-attempt".into();
+            js.scraper_public_key = Some(key_buffer(&scraper_public_key));
+            js.alias = Some(alias);
+            js.target_key = Some(key_buffer(&target_public_key));
+            js.hostname = Some(hostname);
+            js.service = Some(service);
+        }
+        Event::RegisterAliasSuccess { scraper_public_key, updated } => {
+            js.name = "register-alias-success".into();
+            js.scraper_public_key = Some(key_buffer(&scraper_public_key));
+            js.updated = Some(updated);
+        }
+        Event::RegisterAliasError { scraper_public_key, error } => {
+            js.name = "register-alias-error".into();
+            js.scraper_public_key = Some(key_buffer(&scraper_public_key));
+            js.error_code = error.code;
+            js.error_message = Some(error.message);
         }
     }
     js
