@@ -2,4 +2,5 @@
 
 mod error;
 mod keys;
+mod scraper;
 mod server;
