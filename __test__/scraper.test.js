@@ -87,6 +87,7 @@ describe.each([
     const res = await runCli(args)
     expect(res.code).toBe(3)
     expect(res.stderr).toMatch(/^dht-prom-client: unreachable or refused by its firewall: .+\n$/)
+  })
 })
 
 describe('CLI failures', () => {
@@ -101,6 +102,20 @@ describe('CLI failures', () => {
     expect(res.code).toBe(3)
     expect(res.stdout).toBe('')
     expect(res.stderr).toMatch(/^dht-prom-client: unreachable or refused by its firewall: .+\n$/)
+  })
+
+  test('connected but no reply in time: exit 4', async () => {
+    const scraperKeyPair = HyperDHT.keyPair()
+    const client = new DhtPromClient(env.createDht(), () => new Promise(() => {}), scraperKeyPair.publicKey, 'a', SECRET, 's')
+    client.on('register-alias-error', () => {})
+    env.onCleanup(() => client.close())
+    await client.ready()
+    const args = ['scrape', client.publicKey.toString('hex'), '--host', '127.0.0.1', '--timeout', '1000',
+      '--secret-key', scraperKeyPair.secretKey.toString('hex')]
+    for (const { host, port } of env.bootstrap) args.push('--bootstrap', `${host}:${port}`)
+    const res = await runCli(args)
+    expect(res.code).toBe(4)
+    expect(res.stderr).toBe('dht-prom-client: timeout: timeout of 1000ms exceeded\n')
   })
 
   test.each([

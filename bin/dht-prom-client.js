@@ -31,7 +31,8 @@ Options:
   -h, --help              Show this help
 
 Exit codes: 0 metrics printed, 1 the client replied success:false, 2 bad arguments,
-3 unreachable or refused (firewall), 4 timeout, 5 protocol or decode error.`,
+3 no connection within the timeout (unreachable, or refused by the client's firewall),
+4 connected but no reply within the timeout, 5 protocol or decode error, reply too large.`,
   keygen: `Usage: dht-prom-client keygen [--json]
 
 Prints a fresh ed25519 key pair: public key (hex, z32) and secret key (hex).`
@@ -114,8 +115,9 @@ function positiveInt (text, name, fallback) {
 
 function reason (code) {
   switch (code) {
-    case 'PEER_CONNECTION_FAILED': return 'unreachable or refused by its firewall'
-    case 'REQUEST_TIMEOUT':
+    // A firewall drops the handshake silently: unreachable and refused look the same.
+    case 'PEER_CONNECTION_FAILED':
+    case 'REQUEST_TIMEOUT': return 'unreachable or refused by its firewall'
     case 'TIMEOUT_EXCEEDED': return 'timeout'
     case 'RESPONSE_TOO_LARGE': return 'reply too large'
     case 'CHANNEL_CLOSED': return 'connection closed'
@@ -125,8 +127,8 @@ function reason (code) {
 
 function exitCodeFor (code) {
   switch (code) {
-    case 'PEER_CONNECTION_FAILED': return EXIT.UNREACHABLE
-    case 'REQUEST_TIMEOUT':
+    case 'PEER_CONNECTION_FAILED':
+    case 'REQUEST_TIMEOUT': return EXIT.UNREACHABLE
     case 'TIMEOUT_EXCEEDED': return EXIT.TIMEOUT
     default: return EXIT.PROTOCOL
   }
