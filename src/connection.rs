@@ -125,12 +125,13 @@ impl Session {
                     Some(Ok(frame)) => {
                         match self.on_frame(&frame, &mut remote_channel, &frames, &permits, &mut requests) {
                             Ok(true) => {}
-                            // The peer closed the channel: end cleanly, as the JS server does.
-                            Ok(false) => break Ok(()),
+                            // The peer closed the channel: the JS server ends the socket, and
+                            // its listeners see the peer's reset.
+                            Ok(false) => break Err(peer_went_away()),
                             Err(error) => break Err(error),
                         }
                     }
-                    None => break Ok(()),
+                    None => break Err(peer_went_away()),
                     Some(Err(error)) => break Err(error),
                 },
                 Some(_) = requests.join_next(), if !requests.is_empty() => {}
@@ -158,7 +159,7 @@ impl Session {
             }
         }
         // Reading to the peer's end lets a JS peer's destroy() finish at once.
-        if result.is_ok() {
+        if result.as_ref().map_or_else(|e| e.code == "ECONNRESET", |_| true) {
             let _ = tokio::time::timeout(Duration::from_millis(500), async {
                 while incoming.recv().await.is_some() {}
             })
@@ -266,6 +267,12 @@ impl Session {
             let _ = frames.send(frame);
         });
     }
+}
+
+/// How the reference reports a scraper that ended the connection (its UDX stream's
+/// ECONNRESET), so that connection-error then connection-close match it.
+fn peer_went_away() -> ConnectionErrorKind {
+    ConnectionErrorKind::new("ECONNRESET", "connection reset by peer")
 }
 
 fn frame_len_for(id: u64, text: &str) -> usize {

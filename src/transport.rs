@@ -16,6 +16,15 @@ pub type Stream = SecretStream<UdxAsyncStream>;
 /// The largest secret-stream message (a 3-byte length) less the cipher overhead (17 bytes).
 pub const MAX_FRAME: usize = (1 << 24) - 1 - 17;
 
+/// A write the peer has not acknowledged in this long (plus time for its size) means the
+/// peer is gone. libudx alone gives up only after six RTO backoffs, about a minute.
+const DEAD_PEER_AFTER: Duration = Duration::from_secs(15);
+
+fn write_deadline(len: usize) -> Duration {
+    // A second per MiB on top: large replies are slow over libudx's pacing, not dead.
+    DEAD_PEER_AFTER + Duration::from_secs((len / (1 << 20)) as u64)
+}
+
 /// Forwards every frame to `incoming` until the stream ends or fails. A secret-stream
 /// read is not cancel-safe, so it must not sit in a `select!` beside other branches.
 pub async fn read_loop(
@@ -47,19 +56,29 @@ pub async fn write_loop(
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    writer.write(&frame).await.map_err(|e| stream_error(&e))?;
+                    write_or_time_out(&mut writer, &frame).await?;
                     idle_since = Instant::now();
                 }
                 None => break,
             },
             _ = tokio::time::sleep_until(idle_since + keep_alive) => {
-                writer.write(&[]).await.map_err(|e| stream_error(&e))?;
+                write_or_time_out(&mut writer, &[]).await?;
                 idle_since = Instant::now();
             }
         }
     }
     let _ = tokio::time::timeout(Duration::from_millis(500), writer.shutdown()).await;
     Ok(())
+}
+
+async fn write_or_time_out(
+    writer: &mut SecretStreamWriteHalf<WriteHalf<UdxAsyncStream>>,
+    frame: &[u8],
+) -> Result<(), ConnectionErrorKind> {
+    match tokio::time::timeout(write_deadline(frame.len()), writer.write(frame)).await {
+        Ok(written) => written.map_err(|e| stream_error(&e)),
+        Err(_) => Err(ConnectionErrorKind::new("ETIMEDOUT", "connection timed out: the peer stopped acknowledging")),
+    }
 }
 
 pub fn stream_error(err: &SecretStreamError) -> ConnectionErrorKind {
