@@ -3,10 +3,23 @@
 // class of dht-prom-client 2.1.0, with the networking in Rust. `napi build` never
 // overwrites this file.
 const { EventEmitter } = require('events')
+const crypto = require('crypto')
 const os = require('os')
 const binding = require('./binding.js')
+const { PUBLIC_BOOTSTRAP, toKey, bootstrapEntry, describe } = require('./lib/options')
 
 const DEFAULT_REGISTER_INTERVAL_MS = 1000 * 60 * 60
+
+// compact-encoding's raw: the bytes as they are (Rust encodes and decodes the messages).
+const RAW = {
+  preencode (state, buf) { state.end += buf.byteLength },
+  encode (state, buf) { state.buffer.set(buf, state.start); state.start += buf.byteLength },
+  decode (state) {
+    const buf = state.buffer.subarray(state.start, state.end)
+    state.start = state.end
+    return Buffer.from(buf)
+  }
+}
 
 class DhtPromClient extends EventEmitter {
   constructor (dht, getMetrics, scraperPublicKey, alias, scraperSecret, service, opts = {}) {
@@ -15,7 +28,8 @@ class DhtPromClient extends EventEmitter {
       keyPair = null,
       registerIntervalMs = DEFAULT_REGISTER_INTERVAL_MS,
       hostname = os.hostname(),
-      protomuxRpcClient = null
+      protomuxRpcClient = null,
+      includeOwnMetrics = false
     } = opts || {}
 
     this.dht = checkDht(dht)
@@ -31,6 +45,9 @@ class DhtPromClient extends EventEmitter {
     this.registerIntervalMs = checkInterval(registerIntervalMs)
     this.serverKeyPair = keyPair === null || keyPair === undefined ? binding.keyPair() : checkKeyPair(keyPair)
     this.protomuxRpcClient = protomuxRpcClient
+    // Where 'alias-attempt' is emitted, as on the reference's AliasRpcClient.
+    this.aliasClient = new EventEmitter()
+    this.includeOwnMetrics = checkBoolean(includeOwnMetrics, 'opts.includeOwnMetrics')
 
     this._native = null
     this._opening = null
@@ -56,10 +73,19 @@ class DhtPromClient extends EventEmitter {
         host,
         publicKey: this.serverKeyPair.publicKey,
         secretKey: this.serverKeyPair.secretKey,
-        allowedKeys: this.scraperPublicKeys
+        allowedKeys: this.scraperPublicKeys,
+        alias: {
+          secret: this.scraperSecret,
+          alias: this.alias,
+          hostname: this.hostname,
+          service: this.service,
+          registerIntervalMs: this.registerIntervalMs
+        }
       },
       this._serveMetrics.bind(this),
-      this._onNativeEvent.bind(this)
+      this._onNativeEvent.bind(this),
+      // With a JS protomux-rpc-client the registrations go through it; else all in Rust.
+      this.protomuxRpcClient ? this._registerThroughRpcClient.bind(this) : undefined
     )
     if (this._closing !== null) {
       await native.close()
@@ -100,16 +126,52 @@ class DhtPromClient extends EventEmitter {
         throw new TypeError(`getMetrics must return a string (or a Promise of one), got ${describe(metrics)}`)
       }
       this._emitOpen('metrics-success', { uid, remotePublicKey })
-      return metrics
+      return this.includeOwnMetrics ? withOwnMetrics(metrics, this.ownMetrics()) : metrics
     } catch (error) {
       this._emitOpen('metrics-error', { error, remotePublicKey, uid })
       return null
     }
   }
 
+  // Called from Rust for each registration when opts.protomuxRpcClient is given. Settles
+  // with the encoded AliasResponse, or with the error protomux-rpc-client gave.
+  async _registerThroughRpcClient ({ scraperPublicKey, body, timeoutMs }) {
+    try {
+      const response = await this.protomuxRpcClient.makeRequest(scraperPublicKey, 'alias', body, {
+        requestEncoding: RAW,
+        responseEncoding: RAW,
+        timeout: timeoutMs,
+        protocol: 'register-alias',
+        id: Buffer.alloc(0)
+      })
+      return { response }
+    } catch (err) {
+      return { errorCode: err && err.code ? String(err.code) : undefined, errorMessage: String((err && err.message) || err) }
+    }
+  }
+
   _onNativeEvent (event) {
     const { name, uid, remotePublicKey } = event
     switch (name) {
+      case 'alias-attempt':
+        // The reference's AliasRpcClient emits this on client.aliasClient.
+        if (this.closed) return
+        return this.aliasClient.emit('alias-attempt', {
+          alias: event.alias,
+          targetKey: event.targetKey,
+          hostname: event.hostname,
+          service: event.service,
+          uid: crypto.randomUUID(),
+          scraperPublicKey: event.scraperPublicKey
+        })
+      case 'register-alias-success':
+        return this._emitOpen(name, { updated: event.updated, scraperPublicKey: event.scraperPublicKey })
+      case 'register-alias-error': {
+        const error = new Error(event.errorMessage)
+        if (event.errorCode) error.code = event.errorCode
+        error.scraperPublicKey = event.scraperPublicKey
+        return this._emitOpen(name, error)
+      }
       case 'connection-open':
         return this._emitOpen(name, { uid, remoteAddress: event.remoteAddress, remotePublicKey })
       case 'connection-close':
@@ -120,7 +182,7 @@ class DhtPromClient extends EventEmitter {
         return this._emitOpen(name, { error, uid, remotePublicKey })
       }
       case 'firewall-block':
-        return this._emitOpen(name, { remotePublicKey, payload: event.payload, address: event.address })
+        return this._emitOpen(name, { remotePublicKey, payload: handshakePayload(event.payload), address: event.address })
     }
   }
 
@@ -135,7 +197,7 @@ class DhtPromClient extends EventEmitter {
     this.on('firewall-block', ({ remotePublicKey, address }) => {
       logger.info(`Firewall blocked unauthorised connection attempt from ${address} (public key: ${normalize(remotePublicKey)})`)
     })
-    this.on('alias-attempt', ({ targetKey, hostname, service }) => {
+    this.aliasClient.on('alias-attempt', ({ targetKey, hostname, service }) => {
       logger.info(`Prom client attempting to register ${this.alias}->${normalize(targetKey)} for service ${service} at host ${hostname}}`)
     })
     this.on('register-alias-success', ({ updated }) => {
@@ -168,6 +230,30 @@ class DhtPromClient extends EventEmitter {
   }
 }
 
+// The payload as hyperdht decodes it for its firewall: every field present, in the same
+// order, with null (or [] for the address lists) where the peer sent nothing.
+function handshakePayload (p) {
+  return {
+    version: p.version,
+    error: p.error,
+    firewall: p.firewall,
+    holepunch: p.holepunch ?? null,
+    addresses4: p.addresses4 ?? [],
+    addresses6: p.addresses6 ?? [],
+    udx: p.udx ?? null,
+    secretStream: p.secretStream ?? null,
+    relayThrough: p.relayThrough ?? null,
+    relayAddresses: p.relayAddresses ?? null
+  }
+}
+
+// Own metrics after the scrape's text, on a line of their own (opts.includeOwnMetrics).
+function withOwnMetrics (metrics, own) {
+  if (own === '') return metrics
+  const separator = metrics === '' || metrics.endsWith('\n') ? '' : '\n'
+  return metrics + separator + own
+}
+
 function resolveGetMetrics (getMetrics) {
   if (getMetrics === null || getMetrics === undefined) {
     throw new TypeError('getMetrics must be a function or a prom-client instance, got ' + describe(getMetrics))
@@ -175,6 +261,10 @@ function resolveGetMetrics (getMetrics) {
   // Duck-typed as the reference: a prom-client module (or anything with .register.metrics).
   if (getMetrics.register?.metrics != null) {
     const register = getMetrics.register
+    // The reference fails here too (it binds register.metrics at construction).
+    if (typeof register.metrics !== 'function') {
+      throw new TypeError('getMetrics.register.metrics must be a function, got ' + describe(register.metrics))
+    }
     return { promClient: getMetrics, getMetrics: () => register.metrics() }
   }
   if (typeof getMetrics === 'function') return { promClient: null, getMetrics }
@@ -189,6 +279,18 @@ function checkDht (dht) {
   if (dht === null || typeof dht !== 'object') {
     throw new TypeError('dht must be a HyperDHT instance or { bootstrap, host } options, got ' + describe(dht))
   }
+  // A plain options object in place of a HyperDHT instance: check it now, not at ready().
+  if (typeof dht.createServer !== 'function') {
+    if (dht.bootstrap !== undefined && dht.bootstrap !== null) {
+      if (!Array.isArray(dht.bootstrap)) {
+        throw new TypeError('dht.bootstrap must be an array of "host:port" or { host, port }, got ' + describe(dht.bootstrap))
+      }
+      dht.bootstrap.forEach(bootstrapEntry)
+    }
+    if (dht.host !== undefined && typeof dht.host !== 'string') {
+      throw new TypeError('dht.host must be a string, got ' + describe(dht.host))
+    }
+  }
   return dht
 }
 
@@ -197,27 +299,7 @@ function nodeOptions (dht) {
   const nodes = dht.bootstrapNodes || dht.bootstrap || null
   const list = nodes === null ? null : nodes.map(bootstrapEntry)
   const host = dht.io?._host || dht.host || '0.0.0.0'
-  return { bootstrap: list === null ? DEFAULT_BOOTSTRAP : list, host }
-}
-
-const DEFAULT_BOOTSTRAP = [
-  '88.99.3.86@node1.hyperdht.org:49737',
-  '142.93.90.113@node2.hyperdht.org:49737',
-  '138.68.147.8@node3.hyperdht.org:49737'
-]
-
-function bootstrapEntry (node) {
-  if (typeof node === 'string') return node
-  if (node && typeof node.host === 'string' && Number.isInteger(node.port)) return `${node.host}:${node.port}`
-  throw new TypeError('bootstrap entries must be "host:port" or { host, port }, got ' + describe(node))
-}
-
-function toKey (value, name) {
-  try {
-    return binding.decodeKey(value)
-  } catch (err) {
-    throw new TypeError(`${name} ${err.message}`)
-  }
+  return { bootstrap: list === null ? PUBLIC_BOOTSTRAP : list, host }
 }
 
 function toKeyList (value, name) {
@@ -240,23 +322,31 @@ function checkInterval (value) {
   return value
 }
 
+function checkBoolean (value, name) {
+  if (typeof value !== 'boolean') throw new TypeError(`${name} must be a boolean, got ${describe(value)}`)
+  return value
+}
+
 function checkKeyPair (keyPair) {
   const { publicKey, secretKey } = keyPair || {}
   if (!isBytes(publicKey, 32) || !isBytes(secretKey, 64)) {
     throw new TypeError('opts.keyPair must be { publicKey: 32 bytes, secretKey: 64 bytes }')
   }
-  return { publicKey: Buffer.from(publicKey), secretKey: Buffer.from(secretKey) }
+  // An ed25519 secret key is seed || public key: the pair must be the one the seed derives.
+  const derived = binding.keyPair(Buffer.from(secretKey.buffer, secretKey.byteOffset, 32))
+  if (!derived.publicKey.equals(publicKey) || !derived.secretKey.equals(secretKey)) {
+    throw new TypeError('opts.keyPair.secretKey does not belong to opts.keyPair.publicKey')
+  }
+  // Buffers are kept as given, so client.publicKey is the caller's own publicKey (as the reference).
+  return { publicKey: asBuffer(publicKey), secretKey: asBuffer(secretKey) }
 }
 
 function isBytes (value, length) {
   return value instanceof Uint8Array && value.byteLength === length
 }
 
-function describe (value) {
-  if (value === null) return 'null'
-  if (Buffer.isBuffer(value)) return `a Buffer of ${value.byteLength} bytes`
-  if (Array.isArray(value)) return 'an array'
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value).slice(0, 40)}`
+function asBuffer (bytes) {
+  return Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes)
 }
 
 module.exports = DhtPromClient

@@ -1,10 +1,13 @@
-import type { KeyInput, BootstrapNode } from './index'
+import DhtPromClient = require('./index')
 
-export interface MetricsSuccess { success: true; metrics: string }
-export interface MetricsFailure { success: false; errorMessage: string }
-export type MetricsResult = MetricsSuccess | MetricsFailure
+type KeyInput = DhtPromClient.Key
+type BootstrapNode = DhtPromClient.BootstrapNode
 
-export interface RequestMetricsOptions {
+interface MetricsSuccess { success: true; metrics: string }
+interface MetricsFailure { success: false; errorMessage: string }
+type MetricsResult = MetricsSuccess | MetricsFailure
+
+interface RequestMetricsOptions {
   /** Request timeout in ms. */
   timeout?: number
   /** Protocol versions to announce (tests and future peers); default 1 and 1. */
@@ -13,23 +16,27 @@ export interface RequestMetricsOptions {
 }
 
 /** A protomux-rpc-client instance (the drop-in form). */
-export interface ProtomuxRpcClientLike {
+interface ProtomuxRpcClientLike {
   makeRequest (key: Buffer, method: string, value: unknown, opts: object): Promise<any>
 }
 
 /** The native form's network: the DHT to join and the scraper's identity. */
-export interface NativeScraperNetwork {
+interface NativeScraperNetwork {
   bootstrap?: BootstrapNode[]
   host?: string
   /** The scraper's key pair; the client's firewall admits only its scraper's key. */
   keyPair?: { publicKey: Uint8Array; secretKey: Uint8Array }
 }
 
-export interface NativeScraperOptions {
+interface NativeScraperOptions {
   /** Default request timeout in ms (default 5000). */
   requestTimeoutMs?: number
   /** Largest reply accepted, in bytes (default 16 MiB). */
   maxBytes?: number
+}
+
+declare namespace DhtPromScraper {
+  export { MetricsSuccess, MetricsFailure, MetricsResult, RequestMetricsOptions, ProtomuxRpcClientLike, NativeScraperNetwork, NativeScraperOptions }
 }
 
 declare class DhtPromScraper {

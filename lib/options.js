@@ -10,6 +10,9 @@ const PUBLIC_BOOTSTRAP = [
 ]
 
 function toKey (value, name) {
+  if (typeof value !== 'string' && !(value instanceof Uint8Array)) {
+    throw new TypeError(`${name} must be a 32-byte Buffer/Uint8Array, a 64-char hex or a 52-char z32 string, got ${describe(value)}`)
+  }
   try {
     return binding.decodeKey(value)
   } catch (err) {
@@ -33,6 +36,8 @@ function describe (value) {
   if (value === null) return 'null'
   if (Buffer.isBuffer(value)) return `a Buffer of ${value.byteLength} bytes`
   if (Array.isArray(value)) return 'an array'
+  if (value instanceof Uint8Array) return `a Uint8Array of ${value.byteLength} bytes`
+  if (typeof value === 'function') return 'a function'
   return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value).slice(0, 40)}`
 }
 
