@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::events::{ConnectionErrorKind, Event, EventSink};
-use crate::transport::{read_loop, write_loop, Stream, MAX_FRAME};
+use crate::transport::{read_loop, write_loop, Coalesce, MAX_FRAME};
 use crate::keys::Key;
 use crate::mux::{self, ChannelMessage, Frame};
 use crate::rpc::{self, RpcError};
@@ -59,7 +59,7 @@ pub async fn serve_connection(context: Arc<ConnectionContext>, pending: PendingS
     };
     let secret_stream = SecretStream::from_session(
         false,
-        pending.stream.into_async_stream(),
+        Coalesce::new(pending.stream.into_async_stream()),
         pending.tx,
         pending.rx,
         pending.handshake_hash,
@@ -104,7 +104,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(self, stream: Stream) -> Result<(), ConnectionErrorKind> {
+    async fn run(self, stream: SecretStream<Coalesce<libudx::UdxAsyncStream>>) -> Result<(), ConnectionErrorKind> {
         let (reader, writer) = stream.into_split();
         // Reads run in their own task: a secret-stream read is not cancel-safe, and the
         // loop below selects on several things at once.
