@@ -1,12 +1,15 @@
 'use strict'
 // End-to-end example, loopback only: a local hyperdht testnet, a DhtPromClient (this
-// package: the metrics server runs in Rust) exposing a prom-client Registry, and the real
-// JS scraper from dht-prom-client 2.1.0 scraping it a few times.
+// package: the metrics server and alias registration run in Rust) exposing a prom-client
+// Registry, the scraper side's real alias server (dht-prom-alias-rpc), and the real JS
+// scraper from dht-prom-client 2.1.0 scraping it a few times.
 //
 // Run: npm run example (after npm install and a build: npm run build:debug)
 
 const createTestnet = require('hyperdht/testnet')
 const HyperDHT = require('hyperdht')
+const Hyperswarm = require('hyperswarm')
+const AliasRpcServer = require('dht-prom-alias-rpc')
 const ProtomuxRpcClient = require('protomux-rpc-client')
 const DhtPromScraper = require('dht-prom-client/scraper')
 const promClient = require('prom-client')
@@ -44,6 +47,18 @@ async function main () {
   const scraperKeyPair = HyperDHT.keyPair()
   const scraperSecret = Buffer.alloc(32, 7) // shared secret for alias registration
 
+  // The scraper side's alias server (as in dht-prometheus), on the scraper's key pair.
+  const scraperDht = new HyperDHT({ bootstrap: testnet.bootstrap, host: HOST, keyPair: scraperKeyPair })
+  const swarm = new Hyperswarm({ keyPair: scraperKeyPair, dht: scraperDht })
+  const aliases = new Map()
+  new AliasRpcServer(swarm, scraperSecret, async (alias, targetPublicKey, hostname, service) => { // eslint-disable-line no-new
+    const updated = aliases.get(alias) !== targetPublicKey.toString('hex')
+    aliases.set(alias, targetPublicKey.toString('hex'))
+    console.log(`alias server: ${alias} -> ${DhtPromClient.normalizeKey(targetPublicKey)} (${service} at ${hostname})`)
+    return updated
+  })
+  await swarm.listen()
+
   // The client's DHT. As with the reference, the client owns it and destroys it in close().
   // `{ bootstrap: testnet.bootstrap, host: HOST }` works here too, without a JS HyperDHT.
   const clientDht = new HyperDHT({ bootstrap: testnet.bootstrap, host: HOST })
@@ -56,14 +71,16 @@ async function main () {
     'example-service'
   )
   client.registerLogger(logger)
-  // Alias registration may or may not be implemented in this build: report, never wait.
-  client.on('register-alias-success', ({ updated }) => console.log(`alias registered (updated: ${updated})`))
+  const registered = new Promise((resolve, reject) => {
+    client.once('register-alias-success', resolve)
+    client.once('register-alias-error', reject)
+  })
 
   await client.ready()
+  await registered // the first registration happens right after ready()
   console.log(`metrics server listening on ${DhtPromClient.normalizeKey(client.publicKey)}`)
 
-  // The real JS scraper: protomux-rpc-client over a JS HyperDHT with the scraper's key pair.
-  const scraperDht = new HyperDHT({ bootstrap: testnet.bootstrap, host: HOST, keyPair: scraperKeyPair })
+  // The real JS scraper: protomux-rpc-client over the scraper's HyperDHT.
   const rpc = new ProtomuxRpcClient(scraperDht)
   const scraper = new DhtPromScraper(rpc, client.publicKey)
 
@@ -80,7 +97,7 @@ async function main () {
   } finally {
     await client.close() // also destroys clientDht
     await rpc.close()
-    await scraperDht.destroy()
+    await swarm.destroy() // also destroys scraperDht
     await testnet.destroy()
   }
   console.log('closed')
