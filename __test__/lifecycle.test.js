@@ -51,6 +51,29 @@ describe('lifecycle and hostile input', () => {
     expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'm 1\n' })
   })
 
+  test('a flood of requests on one connection closes it with ERR_PROTOCOL; others are served', async () => {
+    const client = await startClient()
+    client.getMetrics = () => new Promise(() => {}) // every request stays in flight
+    const dht = env.createDht({ keyPair: scraperKeyPair })
+    const opened = once(client, 'connection-open')
+    const socket = await openSocket(dht, client.publicKey, scraperKeyPair)
+    const { uid } = await opened
+    const errored = once(client, 'connection-error', { filter: (e) => e.uid === uid })
+    const uint = (n) => n <= 0xfc ? Buffer.from([n]) : Buffer.from([0xfd, n & 0xff, n >> 8])
+    const method = Buffer.concat([Buffer.from([7]), Buffer.from('metrics')])
+    socket.write(Buffer.concat([Buffer.from([0, 1, 1, 18]), Buffer.from('prometheus-metrics'), Buffer.from([0])]))
+    for (let id = 1; id <= 1100; id++) {
+      socket.write(Buffer.concat([Buffer.from([1, 0]), uint(id), method, Buffer.from([1, 1])]))
+    }
+    const { error } = await errored
+    expect(error.code).toBe('ERR_PROTOCOL')
+    expect(error.message).toMatch(/requests in flight/)
+    socket.destroy()
+    client.getMetrics = () => 'm 1\n'
+    const { scraper } = env.createScraper(client.publicKey, { keyPair: scraperKeyPair })
+    expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'm 1\n' })
+  })
+
   test('after close(): a scrape in flight fails at once, no new connection, no more events', async () => {
     const client = await startClient()
     const { scraper, rpc } = env.createScraper(client.publicKey, { keyPair: scraperKeyPair, requestTimeout: 3000 })

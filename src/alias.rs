@@ -21,6 +21,7 @@ use crate::node::DhtNode;
 use crate::rpc_client::{ClientError, RpcConnection};
 use crate::server::closed;
 use crate::stats::Stats;
+use crate::tasks::join_all_within;
 use crate::wire::{AliasOutcome, AliasRequest, AliasResponse};
 
 pub const PROTOCOL: &str = "register-alias";
@@ -94,15 +95,7 @@ impl AliasRegistrar {
     /// Stops at once, an attempt in flight included; idempotent.
     pub async fn close(&self) {
         self.shutdown.send_replace(true);
-        let mut tasks = self.tasks.lock().await;
-        let drained = tokio::time::timeout(Duration::from_millis(500), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-        }
+        join_all_within(&mut *self.tasks.lock().await, Duration::from_millis(500)).await;
     }
 }
 
@@ -205,14 +198,15 @@ impl NativeAliasTransport {
     }
 
     async fn connection(&self, scraper: Key, timeout: Duration) -> Result<Arc<RpcConnection>, ClientError> {
-        let mut connections = self.connections.lock().await;
-        if let Some(connection) = connections.get(&scraper).filter(|c| !c.is_closed()) {
+        if let Some(connection) = self.connections.lock().await.get(&scraper).filter(|c| !c.is_closed()) {
             return Ok(connection.clone());
         }
+        // Dial without the lock: one unreachable scraper must not hold up the others.
+        // Each scraper has one schedule, so no two dials for the same key overlap.
         let connection = Arc::new(
             RpcConnection::connect(&self.node, &self.key_pair, scraper, PROTOCOL, timeout, Duration::from_secs(5)).await?,
         );
-        connections.insert(scraper, connection.clone());
+        self.connections.lock().await.insert(scraper, connection.clone());
         Ok(connection)
     }
 }

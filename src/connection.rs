@@ -24,6 +24,9 @@ pub const PROTOCOL: &str = "prometheus-metrics";
 pub const METHOD: &str = "metrics";
 /// Our id for the one channel we open; the peer names its own.
 const LOCAL_CHANNEL: u64 = 1;
+/// Requests waiting or running on one connection before it counts as abuse and is closed
+/// (protomux-rpc-client sends at most 16 at once).
+const MAX_QUEUED_REQUESTS: usize = 1024;
 /// How long a handshaken client has to send its first UDX packet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -195,7 +198,7 @@ impl Session {
             Frame::Messages(messages) => {
                 for message in messages {
                     if Some(message.channel) == *remote_channel {
-                        self.on_message(message, frames, permits, requests);
+                        self.on_message(message, frames, permits, requests)?;
                     }
                 }
             }
@@ -209,14 +212,14 @@ impl Session {
         frames: &mpsc::UnboundedSender<Vec<u8>>,
         permits: &Arc<Semaphore>,
         requests: &mut JoinSet<()>,
-    ) {
+    ) -> Result<(), ConnectionErrorKind> {
         // Type 1 (responses) cannot arrive for a server that asks nothing; ignore them.
         if message.message_type != rpc::REQUEST_MESSAGE {
-            return;
+            return Ok(());
         }
         let Ok(request) = rpc::Request::decode(message.payload) else {
             // An undecodable request has no id to answer; JS drops it the same way.
-            return;
+            return Ok(());
         };
         let id = request.id;
         if request.method != METHOD {
@@ -224,14 +227,20 @@ impl Session {
                 let error = RpcError::unknown_method(request.method);
                 let _ = frames.send(response_frame(id, Err(&error)));
             }
-            return;
+            return Ok(());
         }
         if let Err(err) = MetricsRequest::decode(request.value) {
             if id != 0 {
                 let error = RpcError::decode_error(err.to_string());
                 let _ = frames.send(response_frame(id, Err(&error)));
             }
-            return;
+            return Ok(());
+        }
+        if requests.len() >= MAX_QUEUED_REQUESTS {
+            return Err(ConnectionErrorKind::new(
+                "ERR_PROTOCOL",
+                format!("more than {MAX_QUEUED_REQUESTS} requests in flight on one connection"),
+            ));
         }
 
         let context = self.context.clone();
@@ -266,6 +275,7 @@ impl Session {
             }
             let _ = frames.send(frame);
         });
+        Ok(())
     }
 }
 

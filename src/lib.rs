@@ -15,6 +15,7 @@ pub mod rpc_client;
 pub mod scraper;
 pub mod server;
 pub mod stats;
+pub mod tasks;
 pub mod transport;
 pub mod wire;
 

@@ -30,6 +30,7 @@ use crate::events::{Event, EventSink};
 use crate::keys::{Key, KeyPair};
 use crate::node::DhtNode;
 use crate::stats::Stats;
+use crate::tasks::join_all_within;
 
 /// Where the metrics come from; the napi layer calls the user's `getMetrics` here.
 pub trait MetricsSource: Send + Sync + 'static {
@@ -152,15 +153,7 @@ impl MetricsServer {
     pub async fn close(&self) {
         // A second call finds the flag set and the tasks gone, and returns as quickly.
         self.shutdown.send_replace(true);
-        let mut tasks = self.tasks.lock().await;
-        let drained = tokio::time::timeout(Duration::from_secs(2), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-        }
+        join_all_within(&mut *self.tasks.lock().await, Duration::from_secs(2)).await;
         let target = hash(self.public_key.as_bytes());
         self.node.handle().unregister_server(&target);
         let _ = tokio::time::timeout(
@@ -226,13 +219,7 @@ impl Handshakes {
             }
         }
         // Let every connection say goodbye, then make sure none outlives the server.
-        let drained = tokio::time::timeout(Duration::from_millis(1500), async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            connections.abort_all();
-        }
+        join_all_within(&mut connections, Duration::from_millis(1500)).await;
     }
 
     async fn answer(
