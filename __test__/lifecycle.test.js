@@ -127,6 +127,6 @@ describe('lifecycle and hostile input', () => {
     const result = JSON.parse(stdout.trim())
     expect(result.res).toEqual({ success: true, metrics: 'up 1\n' })
     expect(result.dhtDestroyed).toBe(true)
-    expect(result.closeMs).toBeLessThan(3000)
+    expect(result.closeMs).toBeLessThan(1500) // milliseconds in practice (4-13 ms measured)
   })
 })
