@@ -125,6 +125,11 @@ class DhtPromClient extends EventEmitter {
       if (typeof metrics !== 'string') {
         throw new TypeError(`getMetrics must return a string (or a Promise of one), got ${describe(metrics)}`)
       }
+      // One reply is one secret-stream message: what does not fit cannot be sent at all.
+      const bytes = Buffer.byteLength(metrics)
+      if (bytes > binding.MAX_METRICS_BYTES) {
+        throw new RangeError(`metrics are ${bytes} bytes, more than the ${binding.MAX_METRICS_BYTES} bytes one reply can carry`)
+      }
       this._emitOpen('metrics-success', { uid, remotePublicKey })
       return this.includeOwnMetrics ? withOwnMetrics(metrics, this.ownMetrics()) : metrics
     } catch (error) {

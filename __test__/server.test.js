@@ -54,6 +54,21 @@ describe('metrics server (Rust) scraped by the real JS scraper', () => {
     expect(sha(res.metrics)).toBe(sha(metricsText))
   })
 
+  test('metrics larger than one reply can carry: success:false and metrics-error with a RangeError', async () => {
+    const { MAX_METRICS_BYTES } = require('../binding.js')
+    expect(MAX_METRICS_BYTES).toBeGreaterThan(16 * 1024 * 1024 - 64)
+    metricsText = 'x'.repeat(MAX_METRICS_BYTES + 1)
+    const { scraper } = env.createScraper(client.publicKey, { keyPair: scraperKeyPair })
+    const errored = once(client, 'metrics-error')
+    const res = await scraper.requestMetrics()
+    const { error, uid } = await errored
+    expect(error.name).toBe('RangeError')
+    expect(error.message).toMatch(/more than the \d+ bytes one reply can carry/)
+    expect(res).toEqual({ success: false, errorMessage: `Failed to obtain metrics (uid ${uid})` })
+    metricsText = 'small 1\n'
+    expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'small 1\n' })
+  })
+
   test('200 sequential scrapes on one connection, then 20 concurrent ones', async () => {
     let n = 0
     client.getMetrics = () => `counter ${n++}\n`

@@ -24,6 +24,10 @@ pub const PROTOCOL: &str = "prometheus-metrics";
 pub const METHOD: &str = "metrics";
 /// Our id for the one channel we open; the peer names its own.
 const LOCAL_CHANNEL: u64 = 1;
+/// The largest metrics text that fits one reply whatever its request id: the frame less
+/// its headers (channel and type, rpc flags and id, reply version, flag and length).
+pub const MAX_METRICS_BYTES: usize = MAX_FRAME - 2 - (1 + 9) - (1 + 1 + 9);
+
 /// Requests waiting or running on one connection before it counts as abuse and is closed
 /// (protomux-rpc-client sends at most 16 at once).
 const MAX_QUEUED_REQUESTS: usize = 1024;

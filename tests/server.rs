@@ -162,3 +162,44 @@ async fn a_failing_source_gives_success_false_with_the_uid() {
     scraper_node.destroy().await;
     testnet.destroy().await;
 }
+
+/// Returns a text that, with any headers, is larger than one secret-stream message.
+struct OversizedSource;
+
+impl MetricsSource for OversizedSource {
+    fn metrics(&self, _request: MetricsRequestInfo) -> MetricsFuture {
+        Box::pin(async { Ok("x".repeat(dht_prom_client_rs::transport::MAX_FRAME)) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_too_large_for_one_reply_give_success_false_not_a_broken_stream() {
+    let testnet = Testnet::new(3).await;
+    let server_node = testnet.node().await;
+    let scraper_keys = KeyPair::generate();
+    let server_keys = KeyPair::generate();
+    let stats = Arc::new(Stats::new());
+    let server = MetricsServer::listen(
+        server_node.clone(),
+        ServerConfig::new(server_keys.clone(), vec![scraper_keys.public_key]),
+        Arc::new(OversizedSource),
+        dht_prom_client_rs::events::ignore_events(),
+        stats.clone(),
+    )
+    .await
+    .expect("server listens");
+    let scraper_node = testnet.node().await;
+    let scraper = Scraper::new(scraper_node.clone(), ScraperConfig::new(scraper_keys, server_keys.public_key));
+    for _ in 0..2 {
+        let reply = scraper.request_metrics(RequestOptions::default()).await.expect("a reply, on a live connection");
+        let MetricsReply::Failure { error_message } = reply else { panic!("success:false expected") };
+        assert!(error_message.starts_with("Metrics too large to send"), "{error_message}");
+    }
+    assert!(stats.render().contains("dht_prom_client_metrics_errors_total 2"));
+
+    scraper.close().await;
+    server.close().await;
+    server_node.destroy().await;
+    scraper_node.destroy().await;
+    testnet.destroy().await;
+}

@@ -21,6 +21,11 @@ use crate::node::{DhtNode, NodeConfig};
 use crate::server::{MetricsFuture, MetricsRequestInfo, MetricsServer, MetricsSource, ServerConfig};
 use crate::stats::Stats;
 
+/// The largest metrics text one reply can carry, in UTF-8 bytes (a secret-stream message
+/// is at most 16 MiB - 1); larger metrics give `metrics-error` and a `success: false` reply.
+#[napi]
+pub const MAX_METRICS_BYTES: u32 = crate::connection::MAX_METRICS_BYTES as u32;
+
 #[napi(object)]
 pub struct ServerOptions {
     /// `host:port` entries; the facade turns `{host, port}` objects into these.
