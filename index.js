@@ -6,7 +6,7 @@ const { EventEmitter } = require('events')
 const crypto = require('crypto')
 const os = require('os')
 const binding = require('./binding.js')
-const { PUBLIC_BOOTSTRAP, toKey, bootstrapEntry, describe } = require('./lib/options')
+const { toKey, bootstrapEntry, bootstrapList, describe } = require('./lib/options')
 
 const DEFAULT_REGISTER_INTERVAL_MS = 1000 * 60 * 60
 
@@ -301,10 +301,8 @@ function checkDht (dht) {
 
 // The Rust node joins the network the JS dht is on: same bootstrap list, same bind host.
 function nodeOptions (dht) {
-  const nodes = dht.bootstrapNodes || dht.bootstrap || null
-  const list = nodes === null ? null : nodes.map(bootstrapEntry)
   const host = dht.io?._host || dht.host || '0.0.0.0'
-  return { bootstrap: list === null ? PUBLIC_BOOTSTRAP : list, host }
+  return { bootstrap: bootstrapList(dht.bootstrapNodes || dht.bootstrap), host }
 }
 
 function toKeyList (value, name) {

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use crate::events::{ConnectionErrorKind, Event, EventSink};
 use crate::transport::{read_loop, write_loop, Coalesce, MAX_FRAME};
 use crate::keys::Key;
-use crate::mux::{self, ChannelMessage, Frame};
+use crate::mux::{self, Channel, ChannelMessage, ChannelStep, LOCAL_CHANNEL};
 use crate::rpc::{self, RpcError};
 use crate::server::{MetricsRequestInfo, MetricsSource};
 use crate::stats::Stats;
@@ -22,8 +22,6 @@ use crate::wire::{self, MetricsRequest};
 
 pub const PROTOCOL: &str = "prometheus-metrics";
 pub const METHOD: &str = "metrics";
-/// Our id for the one channel we open; the peer names its own.
-const LOCAL_CHANNEL: u64 = 1;
 /// The largest metrics text that fits one reply whatever its request id: the frame less
 /// its headers (channel and type, rpc flags and id, reply version, flag and length).
 pub const MAX_METRICS_BYTES: usize = MAX_FRAME - 2 - (1 + 9) - (1 + 1 + 9);
@@ -119,18 +117,18 @@ impl Session {
         let reader_task = tokio::spawn(read_loop(reader, incoming_tx));
         let (frames, frames_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let mut writer_task = tokio::spawn(write_loop(writer, frames_rx, self.context.keep_alive));
-        let _ = frames.send(mux::encode_open(LOCAL_CHANNEL, PROTOCOL, None, None));
+        let mut channel = Channel::new(PROTOCOL);
+        let _ = frames.send(channel.open_frame());
 
         let permits = Arc::new(Semaphore::new(self.context.max_concurrent_requests.max(1)));
         let mut requests = JoinSet::new();
         let mut shutdown = self.context.shutdown.clone();
-        let mut remote_channel: Option<u64> = None;
 
         let result = loop {
             tokio::select! {
                 read = incoming.recv() => match read {
                     Some(Ok(frame)) => {
-                        match self.on_frame(&frame, &mut remote_channel, &frames, &permits, &mut requests) {
+                        match self.on_frame(&frame, &mut channel, &frames, &permits, &mut requests) {
                             Ok(true) => {}
                             // The peer closed the channel: the JS server ends the socket, and
                             // its listeners see the peer's reset.
@@ -145,7 +143,7 @@ impl Session {
                 _ = crate::server::closed(&mut shutdown) => {
                     // Scrapes in flight are dropped; the scraper sees the channel close.
                     requests.abort_all();
-                    let _ = frames.send(mux::encode_close(LOCAL_CHANNEL));
+                    let _ = frames.send(channel.close_frame());
                     break Ok(());
                 }
                 done = &mut writer_task => {
@@ -180,32 +178,24 @@ impl Session {
     fn on_frame(
         &self,
         frame: &[u8],
-        remote_channel: &mut Option<u64>,
+        channel: &mut Channel,
         frames: &mpsc::UnboundedSender<Vec<u8>>,
         permits: &Arc<Semaphore>,
         requests: &mut JoinSet<()>,
     ) -> Result<bool, ConnectionErrorKind> {
         let decoded = mux::decode_frame(frame)
             .map_err(|err| ConnectionErrorKind::new("ERR_PROTOCOL", err.to_string()))?;
-        match decoded {
-            Frame::Open { channel, protocol, id, .. } => {
-                // A null id and an empty id are the same channel.
-                if protocol == PROTOCOL && id.is_none() && remote_channel.is_none() {
-                    *remote_channel = Some(channel);
-                } else {
-                    let _ = frames.send(mux::encode_reject(channel));
-                }
-            }
-            Frame::Close { channel } if Some(channel) == *remote_channel => return Ok(false),
-            Frame::Reject { channel } if channel == LOCAL_CHANNEL => return Ok(false),
-            Frame::Close { .. } | Frame::Reject { .. } => {}
-            Frame::Messages(messages) => {
+        match channel.on_frame(decoded) {
+            ChannelStep::Messages(messages) => {
                 for message in messages {
-                    if Some(message.channel) == *remote_channel {
-                        self.on_message(message, frames, permits, requests)?;
-                    }
+                    self.on_message(message, frames, permits, requests)?;
                 }
             }
+            ChannelStep::Reply(reply) => {
+                let _ = frames.send(reply);
+            }
+            ChannelStep::Ended => return Ok(false),
+            ChannelStep::Nothing => {}
         }
         Ok(true)
     }

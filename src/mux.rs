@@ -115,6 +115,63 @@ pub fn write_message_header(out: &mut Vec<u8>, channel: u64, message_type: u64) 
 
 pub use peeroxide_dht::protomux::{encode_close, encode_open, encode_reject};
 
+/// Our id for the one channel each connection here opens; the peer names its own.
+pub const LOCAL_CHANNEL: u64 = 1;
+
+/// The one protomux channel a connection carries, as both directions here use it: we open
+/// `protocol` with an empty id as [`LOCAL_CHANNEL`]; the peer's open of the same pairs
+/// with it; any other channel the peer opens is refused.
+#[derive(Debug)]
+pub struct Channel {
+    protocol: &'static str,
+    remote: Option<u64>,
+}
+
+/// What a frame means for the channel.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChannelStep<'a> {
+    /// Messages on our channel (messages on other channels are dropped, as in JS).
+    Messages(Vec<ChannelMessage<'a>>),
+    /// Send this frame back (a reject of a channel we do not serve).
+    Reply(Vec<u8>),
+    /// The peer closed our channel or refused it: the connection is done.
+    Ended,
+    /// Nothing to do.
+    Nothing,
+}
+
+impl Channel {
+    pub fn new(protocol: &'static str) -> Self {
+        Self { protocol, remote: None }
+    }
+
+    pub fn open_frame(&self) -> Vec<u8> {
+        encode_open(LOCAL_CHANNEL, self.protocol, None, None)
+    }
+
+    pub fn close_frame(&self) -> Vec<u8> {
+        encode_close(LOCAL_CHANNEL)
+    }
+
+    pub fn on_frame<'a>(&mut self, frame: Frame<'a>) -> ChannelStep<'a> {
+        match frame {
+            // A null id and an empty id are the same channel.
+            Frame::Open { channel, protocol, id: None, .. } if protocol == self.protocol && self.remote.is_none() => {
+                self.remote = Some(channel);
+                ChannelStep::Nothing
+            }
+            Frame::Open { channel, .. } => ChannelStep::Reply(encode_reject(channel)),
+            Frame::Close { channel } if Some(channel) == self.remote => ChannelStep::Ended,
+            Frame::Reject { channel: LOCAL_CHANNEL } => ChannelStep::Ended,
+            Frame::Close { .. } | Frame::Reject { .. } => ChannelStep::Nothing,
+            Frame::Messages(mut messages) => {
+                messages.retain(|message| Some(message.channel) == self.remote);
+                ChannelStep::Messages(messages)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,6 +239,31 @@ mod tests {
         assert_eq!(decode_frame(&[]), Err(MuxError::Empty));
         assert_eq!(decode_frame(&hex("00 09")), Err(MuxError::UnknownControl(9)));
         assert!(decode_frame(&hex("00 01 01 ff ff")).is_err(), "truncated open");
+    }
+
+    #[test]
+    fn the_channel_pairs_with_the_peers_open_and_refuses_others() {
+        let mut channel = Channel::new("prometheus-metrics");
+        let message = |channel| ChannelMessage { channel, message_type: 0, payload: b"" };
+        // Messages before the pairing open belong to no channel of ours.
+        assert_eq!(channel.on_frame(Frame::Messages(vec![message(3)])), ChannelStep::Messages(vec![]));
+        let other = Frame::Open { channel: 2, protocol: "other", id: None, handshake: &[] };
+        assert_eq!(channel.on_frame(other), ChannelStep::Reply(encode_reject(2)));
+        let with_id = Frame::Open { channel: 2, protocol: "prometheus-metrics", id: Some(b"x"), handshake: &[] };
+        assert_eq!(channel.on_frame(with_id), ChannelStep::Reply(encode_reject(2)));
+        let ours = Frame::Open { channel: 3, protocol: "prometheus-metrics", id: None, handshake: &[] };
+        assert_eq!(channel.on_frame(ours.clone()), ChannelStep::Nothing);
+        assert_eq!(channel.on_frame(ours), ChannelStep::Reply(encode_reject(3)), "only one pairing");
+        assert_eq!(
+            channel.on_frame(Frame::Messages(vec![message(3), message(2)])),
+            ChannelStep::Messages(vec![message(3)])
+        );
+        assert_eq!(channel.on_frame(Frame::Close { channel: 2 }), ChannelStep::Nothing);
+        assert_eq!(channel.on_frame(Frame::Reject { channel: 2 }), ChannelStep::Nothing);
+        assert_eq!(channel.on_frame(Frame::Close { channel: 3 }), ChannelStep::Ended);
+        assert_eq!(channel.on_frame(Frame::Reject { channel: LOCAL_CHANNEL }), ChannelStep::Ended);
+        assert_eq!(channel.open_frame(), encode_open(1, "prometheus-metrics", None, None));
+        assert_eq!(channel.close_frame(), encode_close(1));
     }
 
     proptest! {

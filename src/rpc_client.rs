@@ -13,14 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::events::ConnectionErrorKind;
 use crate::keys::{Key, KeyPair};
-use crate::mux::{self, Frame};
+use crate::mux::{self, Channel, ChannelStep, LOCAL_CHANNEL};
 use crate::node::DhtNode;
 use crate::rpc::{self, RequestIds, RpcError};
 use crate::transport::{read_loop, write_loop};
 use crate::wire::WireError;
-
-/// Our id for the one channel we open.
-const LOCAL_CHANNEL: u64 = 1;
 
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum ClientError {
@@ -78,7 +75,7 @@ impl RpcConnection {
         node: &DhtNode,
         key_pair: &KeyPair,
         remote: Key,
-        protocol: &str,
+        protocol: &'static str,
         connect_timeout: Duration,
         keep_alive: Duration,
     ) -> Result<Self, ClientError> {
@@ -98,17 +95,18 @@ impl RpcConnection {
         let (reader, writer) = connection.stream.into_split();
         let (frames, frames_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::channel(16);
-        let _ = frames.send(mux::encode_open(LOCAL_CHANNEL, protocol, None, None));
+        let channel = Channel::new(protocol);
+        let _ = frames.send(channel.open_frame());
 
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
         let reader_task = tokio::spawn(read_loop(reader, incoming_tx));
         let writer_task = tokio::spawn(write_loop(writer, frames_rx, keep_alive));
-        let dispatch = Dispatch { protocol: protocol.to_string(), pending: pending.clone(), frames: frames.clone() };
+        let dispatch = Dispatch { pending: pending.clone(), frames: frames.clone() };
         let task_closed = closed.clone();
         let task = tokio::spawn(async move {
             let _socket = socket;
-            dispatch.run(incoming).await;
+            dispatch.run(channel, incoming).await;
             task_closed.store(true, Ordering::SeqCst);
             dispatch.fail_all();
             reader_task.abort();
@@ -188,35 +186,26 @@ impl Drop for RpcConnection {
 }
 
 struct Dispatch {
-    protocol: String,
     pending: Pending,
     frames: mpsc::UnboundedSender<Vec<u8>>,
 }
 
 impl Dispatch {
-    async fn run(&self, mut incoming: mpsc::Receiver<Result<Vec<u8>, ConnectionErrorKind>>) {
-        let mut remote_channel = None;
+    async fn run(&self, mut channel: Channel, mut incoming: mpsc::Receiver<Result<Vec<u8>, ConnectionErrorKind>>) {
         while let Some(Ok(frame)) = incoming.recv().await {
             // A frame we cannot parse ends the connection, as a JS peer's would.
             let Ok(decoded) = mux::decode_frame(&frame) else { return };
-            match decoded {
-                Frame::Open { channel, protocol, id, .. } => {
-                    if protocol == self.protocol && id.is_none() && remote_channel.is_none() {
-                        remote_channel = Some(channel);
-                    } else {
-                        let _ = self.frames.send(mux::encode_reject(channel));
+            match channel.on_frame(decoded) {
+                ChannelStep::Messages(messages) => {
+                    for message in messages.into_iter().filter(|m| m.message_type == rpc::RESPONSE_MESSAGE) {
+                        self.on_response(message.payload);
                     }
                 }
-                Frame::Reject { channel } if channel == LOCAL_CHANNEL => return,
-                Frame::Close { channel } if Some(channel) == remote_channel => return,
-                Frame::Reject { .. } | Frame::Close { .. } => {}
-                Frame::Messages(messages) => {
-                    for message in messages {
-                        if Some(message.channel) == remote_channel && message.message_type == rpc::RESPONSE_MESSAGE {
-                            self.on_response(message.payload);
-                        }
-                    }
+                ChannelStep::Reply(reply) => {
+                    let _ = self.frames.send(reply);
                 }
+                ChannelStep::Ended => return,
+                ChannelStep::Nothing => {}
             }
         }
     }

@@ -1,6 +1,8 @@
 //! The one place where core errors become JS errors. napi-rs puts the error's status
 //! string in the JS error's `code`, so each failure gets a stable code users can branch on.
 
+use std::time::Duration;
+
 use crate::keys::KeyError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,4 +50,13 @@ pub fn into_async_error(err: napi::Error<ErrorCode>) -> napi::Error {
         ErrorCode::Node | ErrorCode::Listen => napi::Status::GenericFailure,
     };
     napi::Error::new(status, err.reason.clone())
+}
+
+/// A duration given in milliseconds from JS: positive and finite, else an error naming it.
+pub fn positive_millis(ms: f64, name: &str) -> napi::Result<Duration, ErrorCode> {
+    if !(ms.is_finite() && ms > 0.0) {
+        return Err(core_error(ErrorCode::InvalidArgument, format!("{name} must be a positive finite number")));
+    }
+    // Clamped below Duration's range, so from_secs_f64 cannot panic.
+    Ok(Duration::from_secs_f64((ms / 1000.0).min(1e10)))
 }

@@ -1,12 +1,11 @@
 //! `NativeScraper` and the metrics message codecs the JS scraper facade uses.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
-use super::error::{core_error, into_async_error, key_error, ErrorCode};
+use super::error::{core_error, into_async_error, key_error, positive_millis, ErrorCode};
 use crate::keys::{Key, KeyPair};
 use crate::node::{DhtNode, NodeConfig};
 use crate::scraper::{RequestOptions, Scraper, ScraperConfig};
@@ -63,7 +62,7 @@ async fn start(options: ScraperOptions, client_public_key: Buffer) -> napi::Resu
     };
     let mut config = ScraperConfig::new(key_pair.clone(), target);
     if let Some(ms) = options.request_timeout_ms {
-        config.request_timeout = millis(ms, "requestTimeoutMs")?;
+        config.request_timeout = positive_millis(ms, "requestTimeoutMs")?;
         // Dialling is bounded by the same budget: a firewall answers nothing, so without
         // a bound a refused scrape would wait for every relay the DHT knows.
         config.connect_timeout = config.request_timeout;
@@ -80,13 +79,6 @@ async fn start(options: ScraperOptions, client_public_key: Buffer) -> napi::Resu
     let node = Arc::new(node);
     let scraper = Arc::new(Scraper::new(node.clone(), config));
     Ok(NativeScraper { node, scraper, public_key: key_pair.public_key })
-}
-
-fn millis(ms: f64, name: &str) -> napi::Result<Duration, ErrorCode> {
-    if !(ms.is_finite() && ms > 0.0) {
-        return Err(core_error(ErrorCode::InvalidArgument, format!("{name} must be a positive finite number")));
-    }
-    Ok(Duration::from_secs_f64((ms / 1000.0).min(1e10)))
 }
 
 fn version(value: Option<f64>) -> Option<u64> {
@@ -107,7 +99,7 @@ impl NativeScraper {
         let scraper = self.scraper.clone();
         let request = request.unwrap_or(ScrapeRequest { timeout_ms: None, major: None, minor: None });
         let timeout = match request.timeout_ms {
-            Some(ms) => Some(millis(ms, "timeout").map_err(into_async_error)?),
+            Some(ms) => Some(positive_millis(ms, "timeout").map_err(into_async_error)?),
             None => None,
         };
         let options = RequestOptions { major: version(request.major), minor: version(request.minor), timeout };

@@ -13,7 +13,7 @@ use napi_derive::napi;
 use peeroxide_dht::hyperdht_messages::NoisePayload;
 use peeroxide_dht::messages::Ipv4Peer;
 
-use super::error::{core_error, into_async_error, ErrorCode};
+use super::error::{core_error, into_async_error, positive_millis, ErrorCode};
 use crate::alias::{AliasConfig, AliasError, AliasFuture, AliasRegistrar, AliasTransport, NativeAliasTransport};
 use crate::events::{Event, EventSink};
 use crate::keys::{Key, KeyPair};
@@ -237,6 +237,11 @@ async fn start(
         .map(|key| Key::from_bytes(key))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| core_error(ErrorCode::InvalidKey, format!("scraperPublicKey: {e}")))?;
+    // Every argument is checked before the node exists, so a bad one leaves nothing running.
+    let alias_config = match options.alias {
+        Some(alias) => Some(alias_config(alias, &allowed_keys, key_pair.public_key)?),
+        None => None,
+    };
 
     let node = DhtNode::spawn(NodeConfig { bootstrap: options.bootstrap, host: options.host, port: 0, ephemeral: None })
         .await
@@ -247,10 +252,6 @@ async fn start(
     let sink = event_sink(on_event, events_open.clone());
     let stats = Arc::new(Stats::new());
     let source = Arc::new(JsMetricsSource { get_metrics: Arc::new(get_metrics) });
-    let alias_config = match options.alias {
-        Some(alias) => Some(alias_config(alias, &allowed_keys, key_pair.public_key)?),
-        None => None,
-    };
     let config = ServerConfig::new(key_pair, allowed_keys);
     let server = match MetricsServer::listen(node.clone(), config, source, sink.clone(), stats.clone()).await {
         Ok(server) => server,
@@ -273,8 +274,8 @@ async fn start(
 fn alias_config(options: AliasOptions, scrapers: &[Key], target: Key) -> napi::Result<AliasConfig, ErrorCode> {
     let secret = Key::from_bytes(&options.secret)
         .map_err(|e| core_error(ErrorCode::InvalidKey, format!("scraperSecret {e}")))?;
-    let interval = positive_ms(options.register_interval_ms, "registerIntervalMs")?;
-    let request_timeout = positive_ms(options.request_timeout_ms.unwrap_or(10_000.0), "requestTimeoutMs")?;
+    let interval = positive_millis(options.register_interval_ms, "registerIntervalMs")?;
+    let request_timeout = positive_millis(options.request_timeout_ms.unwrap_or(10_000.0), "requestTimeoutMs")?;
     Ok(AliasConfig {
         scrapers: scrapers.to_vec(),
         secret: secret.0,
@@ -286,14 +287,6 @@ fn alias_config(options: AliasOptions, scrapers: &[Key], target: Key) -> napi::R
         request_timeout,
         idle_timeout: Duration::from_secs(60),
     })
-}
-
-fn positive_ms(ms: f64, name: &str) -> napi::Result<Duration, ErrorCode> {
-    if !(ms.is_finite() && ms > 0.0) {
-        return Err(core_error(ErrorCode::InvalidArgument, format!("{name} must be a positive finite number")));
-    }
-    // Duration::from_secs_f64 cannot fail for a positive finite value below ~584 years.
-    Ok(Duration::from_secs_f64((ms / 1000.0).min(1e10)))
 }
 
 #[napi]
