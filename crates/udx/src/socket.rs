@@ -1,0 +1,266 @@
+//! One UDP socket shared by many streams and by a datagram user (the DHT).
+//!
+//! A receive task drains the socket in batches into one reused buffer: UDX packets go to
+//! their stream by id; anything else goes to the datagram handler. After each batch every
+//! stream that received something sends its ACKs and whatever the ACKs unblocked, so a
+//! burst of packets costs one ACK per stream rather than one per packet.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+
+use crate::packet;
+use crate::stream::StreamShared;
+use crate::UdxError;
+
+/// Receive buffer size: C's is 2048; DHT messages are small, but a datagram larger than
+/// the buffer would be truncated, so take the UDP maximum once.
+const RECV_BUFFER: usize = 65536;
+/// Datagrams handled before the batch's ACKs go out.
+const RECV_BATCH: usize = 128;
+/// Kernel buffers: a burst of a fast sender must fit (C uses 1 MiB / 208 KiB; the kernel
+/// clamps to net.core.rmem_max / wmem_max).
+const SO_RCVBUF: usize = 4 << 20;
+const SO_SNDBUF: usize = 1 << 20;
+
+/// A datagram that is not UDX, for the socket's other user.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    pub data: Vec<u8>,
+    pub addr: SocketAddr,
+}
+
+/// Called from the receive task for every non-UDX datagram; must not block.
+pub type DatagramHandler = Arc<dyn Fn(&[u8], SocketAddr) + Send + Sync>;
+
+/// A bound UDP socket carrying UDX streams and datagrams. Cheap to clone; the socket
+/// stops receiving when `close` is called or the last clone (streams hold one) is gone.
+#[derive(Clone)]
+pub struct Socket {
+    pub(crate) inner: Arc<SocketInner>,
+}
+
+pub(crate) struct SocketInner {
+    pub(crate) udp: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    routes: RwLock<HashMap<u32, Arc<StreamShared>>>,
+    on_datagram: RwLock<Option<DatagramHandler>>,
+    closed: AtomicBool,
+    stop: Arc<Notify>,
+    pub(crate) stats: SocketStats,
+}
+
+#[derive(Default)]
+pub(crate) struct SocketStats {
+    pub(crate) unknown_stream_packets: AtomicU64,
+}
+
+impl Drop for SocketInner {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+    }
+}
+
+impl Socket {
+    /// Binds a socket (must be called inside a tokio runtime) and starts receiving.
+    pub fn bind(addr: SocketAddr) -> Result<Socket, UdxError> {
+        let domain = if addr.is_ipv4() { socket2::Domain::IPV4 } else { socket2::Domain::IPV6 };
+        let raw = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+        if addr.is_ipv6() {
+            // Dual-stack, as the C libudx binds "::".
+            let _ = raw.set_only_v6(false);
+        }
+        // Best effort: the kernel clamps, and a smaller buffer only costs speed.
+        let _ = raw.set_recv_buffer_size(SO_RCVBUF);
+        let _ = raw.set_send_buffer_size(SO_SNDBUF);
+        raw.set_nonblocking(true)?;
+        raw.bind(&addr.into())?;
+        let udp = Arc::new(UdpSocket::from_std(raw.into())?);
+        let local_addr = udp.local_addr()?;
+        let stop = Arc::new(Notify::new());
+        let inner = Arc::new(SocketInner {
+            udp: udp.clone(),
+            local_addr,
+            routes: RwLock::new(HashMap::new()),
+            on_datagram: RwLock::new(None),
+            closed: AtomicBool::new(false),
+            stop: stop.clone(),
+            stats: SocketStats::default(),
+        });
+        tokio::spawn(recv_loop(udp, Arc::downgrade(&inner), stop));
+        Ok(Socket { inner })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// Sets where non-UDX datagrams go (replacing any earlier handler).
+    pub fn on_datagram(&self, handler: DatagramHandler) {
+        *self.inner.on_datagram.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
+    }
+
+    /// Sends a datagram now, in order with everything else sent on this socket.
+    pub fn send_to(&self, data: &[u8], addr: SocketAddr) -> Result<(), UdxError> {
+        self.inner.send_to(data, addr).map_err(UdxError::Io)
+    }
+
+    pub fn set_ttl(&self, ttl: u32) -> Result<(), UdxError> {
+        Ok(self.inner.udp.set_ttl(ttl)?)
+    }
+
+    pub fn ttl(&self) -> Result<u32, UdxError> {
+        Ok(self.inner.udp.ttl()?)
+    }
+
+    /// Stops receiving and destroys every stream on this socket.
+    pub fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.stop.notify_one();
+        let streams: Vec<_> = self.inner.routes.write().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
+        for stream in streams {
+            stream.destroy_now();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// Number of streams receiving on this socket.
+    pub fn stream_count(&self) -> usize {
+        self.inner.routes.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// UDX packets dropped because no stream has their id.
+    pub fn unknown_stream_packets(&self) -> u64 {
+        self.inner.stats.unknown_stream_packets.load(Ordering::Relaxed)
+    }
+}
+
+impl SocketInner {
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn send_to(&self, data: &[u8], addr: SocketAddr) -> io::Result<()> {
+        if self.is_closed() {
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "socket is closed"));
+        }
+        let addr = self.outgoing_addr(addr);
+        match self.udp.try_send_to(data, addr) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The kernel buffer is full; a datagram is allowed to be lost, but keep it
+                // if the buffer drains soon.
+                let udp = self.udp.clone();
+                let data = data.to_vec();
+                tokio::spawn(async move {
+                    let _ = udp.send_to(&data, addr).await;
+                });
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A dual-stack socket sends to IPv4 peers at their v4-mapped address.
+    pub(crate) fn outgoing_addr(&self, addr: SocketAddr) -> SocketAddr {
+        match (self.local_addr, addr) {
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port()),
+            _ => addr,
+        }
+    }
+
+    pub(crate) fn register(&self, id: u32, stream: Arc<StreamShared>) -> Result<(), UdxError> {
+        if self.is_closed() {
+            return Err(UdxError::SocketClosed);
+        }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if routes.contains_key(&id) {
+            return Err(UdxError::StreamIdInUse(id));
+        }
+        routes.insert(id, stream);
+        Ok(())
+    }
+
+    pub(crate) fn unregister(&self, id: u32, stream: &Arc<StreamShared>) {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        if routes.get(&id).is_some_and(|s| Arc::ptr_eq(s, stream)) {
+            routes.remove(&id);
+        }
+    }
+
+    fn route(&self, id: u32) -> Option<Arc<StreamShared>> {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+}
+
+fn normalize(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}
+
+async fn recv_loop(udp: Arc<UdpSocket>, socket: Weak<SocketInner>, stop: Arc<Notify>) {
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut touched: Vec<Arc<StreamShared>> = Vec::new();
+    loop {
+        tokio::select! {
+            ready = udp.readable() => if ready.is_err() { return },
+            _ = stop.notified() => return,
+        }
+        let Some(inner) = socket.upgrade() else { return };
+        if inner.is_closed() {
+            return;
+        }
+        let handler = inner.on_datagram.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for _ in 0..RECV_BATCH {
+            let (n, from) = match udp.try_recv_from(&mut buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // ICMP errors (port unreachable) surface here on Linux: not fatal.
+                Err(_) => continue,
+            };
+            let from = normalize(from);
+            let datagram = &buf[..n];
+            match packet::peek_stream_id(datagram) {
+                Some(id) => match inner.route(id) {
+                    Some(stream) => {
+                        if stream.on_packet(&inner, datagram, from) && !touched.iter().any(|s| Arc::ptr_eq(s, &stream)) {
+                            touched.push(stream);
+                        }
+                    }
+                    None => {
+                        inner.stats.unknown_stream_packets.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+                None => {
+                    if let Some(handler) = &handler {
+                        handler(datagram, from);
+                    }
+                }
+            }
+        }
+        for stream in touched.drain(..) {
+            stream.after_input();
+        }
+    }
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket").field("local_addr", &self.inner.local_addr).finish()
+    }
+}
