@@ -45,11 +45,17 @@ pub struct Config {
     pub send_buffer: usize,
     /// The peer is reached over IPv6 (larger headers per packet).
     pub ipv6: bool,
+    /// Hold a partly filled last packet until `push` (a flush): a writer that writes a
+    /// frame header and its body separately then sends one packet, not two.
+    pub cork: bool,
+    /// Unacknowledged data this old means the peer is gone (as TCP_USER_TIMEOUT); `None`
+    /// leaves it to the retransmission limit alone.
+    pub user_timeout: Option<Duration>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { recv_window: DEFAULT_RECV_WINDOW, send_buffer: DEFAULT_SEND_BUFFER, ipv6: false }
+        Self { recv_window: DEFAULT_RECV_WINDOW, send_buffer: DEFAULT_SEND_BUFFER, ipv6: false, cork: false, user_timeout: None }
     }
 }
 
@@ -139,6 +145,10 @@ pub struct Conn {
     send_base: u64,
     /// Offset of the first byte not yet in a packet.
     unsent_offset: u64,
+    /// With `cork`, bytes before this offset go out even in a partly filled packet.
+    push_offset: u64,
+    /// Last time the peer acknowledged something new while data was outstanding.
+    last_progress: Instant,
     end_queued: bool,
     end_sent: bool,
     /// Our END was acknowledged.
@@ -180,6 +190,8 @@ pub struct Conn {
 
     cc: Cubic,
     pacer: Pacer,
+    /// Set when the pacer (not the window) held a packet back: when to try again.
+    pacing_wait: Option<Instant>,
 
     mtu: usize,
     mtu_state: MtuState,
@@ -231,6 +243,8 @@ impl Conn {
             send_buf: VecDeque::new(),
             send_base: 0,
             unsent_offset: 0,
+            push_offset: 0,
+            last_progress: now,
             end_queued: false,
             end_sent: false,
             local_ended: false,
@@ -262,6 +276,7 @@ impl Conn {
             tlp_permitted: true,
             cc: Cubic::new(mss),
             pacer: Pacer::new(now),
+            pacing_wait: None,
             mtu,
             mtu_state: MtuState::Base,
             mtu_probe_size: MTU_BASE + MTU_STEP,
@@ -359,7 +374,13 @@ impl Conn {
     pub fn end(&mut self) {
         if self.closed.is_none() {
             self.end_queued = true;
+            self.push();
         }
+    }
+
+    /// Lets every byte written so far go out, a partly filled last packet included.
+    pub fn push(&mut self) {
+        self.push_offset = self.send_base + self.send_buf.len() as u64;
     }
 
     /// Copies in-order received bytes into `out`.
@@ -560,6 +581,7 @@ impl Conn {
         if ack_advanced {
             self.remote_acked = h.ack;
             self.rto_backoff = 0;
+            self.last_progress = now;
             self.release_acked();
             wake.writable = true;
         }
@@ -825,6 +847,10 @@ impl Conn {
         self.recovery_point = self.seq;
         self.tlp_in_flight = false;
         self.tlp_is_retrans = false;
+        if self.cfg.user_timeout.is_some_and(|limit| now.saturating_duration_since(self.last_progress) >= limit) {
+            self.close(CloseReason::TimedOut);
+            return;
+        }
         let reo = self.reorder_window();
         let first = self.remote_acked;
         self.lost_queue.clear();
@@ -887,8 +913,7 @@ impl Conn {
         if self.closed.is_some() {
             return None;
         }
-        let pacing = if self.has_sendable_data() { self.pacer.next_send_time() } else { None };
-        [self.loss_timer.map(|(t, _)| t), self.zwp_timer, pacing].into_iter().flatten().min()
+        [self.loss_timer.map(|(t, _)| t), self.zwp_timer, self.pacing_wait].into_iter().flatten().min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -930,10 +955,6 @@ impl Conn {
         self.unsent_offset < self.send_base + self.send_buf.len() as u64
     }
 
-    fn has_sendable_data(&self) -> bool {
-        self.has_unsent() || (self.end_queued && !self.end_sent) || !self.lost_queue.is_empty()
-    }
-
     fn header(&self, flags: u8, seq_no: u32) -> Header {
         Header {
             flags,
@@ -965,6 +986,7 @@ impl Conn {
             }
             return None;
         }
+        self.pacing_wait = None;
         if let Some(n) = self.transmit_retransmission(now, out) {
             return Some(n);
         }
@@ -997,6 +1019,7 @@ impl Conn {
                     return None;
                 }
                 if !self.pacer.try_send(now, size) {
+                    self.pacing_wait = self.pacer.next_send_time();
                     return None;
                 }
             }
@@ -1028,6 +1051,9 @@ impl Conn {
         }
         let max_payload = self.max_payload();
         let len = unsent.min(max_payload);
+        if self.cfg.cork && len < max_payload && self.unsent_offset >= self.push_offset && !end_due {
+            return None;
+        }
         let mut padding = 0usize;
         if self.mtu_probe_wanted && len == max_payload && !self.probe_pending {
             let overhead = if self.cfg.ipv6 { packet::IPV6_OVERHEAD } else { packet::IPV4_OVERHEAD };
@@ -1047,6 +1073,7 @@ impl Conn {
                 return None;
             }
             if !self.pacer.try_send(now, size) {
+                self.pacing_wait = self.pacer.next_send_time();
                 return None;
             }
         }
@@ -1060,6 +1087,10 @@ impl Conn {
         self.unsent_offset += len as u64;
         self.seq = self.seq.wrapping_add(1);
         let was_idle = self.sent.is_empty() && self.loss_timer.is_none();
+        if self.sent.is_empty() {
+            // Measure the user timeout from when data went out, not from the last ACK.
+            self.last_progress = now;
+        }
         self.sent.push_back(Sent {
             offset,
             len: len as u16,

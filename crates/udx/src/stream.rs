@@ -345,7 +345,11 @@ impl Stream {
     /// A stream that connects to whoever sends its first packet, if `firewall` agrees
     /// (packets it refuses are dropped and the stream keeps waiting).
     pub fn listen(socket: &Socket, local_id: u32, remote_id: u32, firewall: FirewallHook) -> Result<Stream, UdxError> {
-        Self::create(socket, local_id, remote_id, None, Some(firewall), Config::default())
+        Self::listen_with(socket, local_id, remote_id, firewall, Config::default())
+    }
+
+    pub fn listen_with(socket: &Socket, local_id: u32, remote_id: u32, firewall: FirewallHook, cfg: Config) -> Result<Stream, UdxError> {
+        Self::create(socket, local_id, remote_id, None, Some(firewall), cfg)
     }
 
     pub fn id(&self) -> u32 {
@@ -511,7 +515,12 @@ impl AsyncWrite for Stream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // Written bytes are already on their way; `flushed()` waits for their ACKs.
+        // Sends a corked partial packet; `flushed()` is what waits for the ACKs.
+        let mut st = self.shared.lock();
+        if let Some(conn) = st.conn.as_mut() {
+            conn.push();
+            self.shared.flush(&mut st);
+        }
         Poll::Ready(Ok(()))
     }
 
