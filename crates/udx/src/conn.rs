@@ -937,6 +937,12 @@ impl Conn {
         }
         if let Some(at) = self.zwp_timer {
             if at <= now {
+                // A window held shut is no progress either (as TCP_USER_TIMEOUT with
+                // zero-window probes).
+                if self.cfg.user_timeout.is_some_and(|limit| now.saturating_duration_since(self.last_progress) >= limit) {
+                    self.close(CloseReason::TimedOut);
+                    return;
+                }
                 self.heartbeat_pending = true;
                 self.zwp_timer = Some(now + self.rtt.rto() * 2);
             }
