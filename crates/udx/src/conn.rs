@@ -795,9 +795,15 @@ impl Conn {
     fn arm_rto(&mut self, now: Instant) {
         if self.remote_acked == self.seq {
             self.loss_timer = None;
-        } else {
-            self.loss_timer = Some((now + self.current_rto(), LossTimer::Rto));
+            return;
         }
+        let mut at = now + self.current_rto();
+        if let Some(limit) = self.cfg.user_timeout {
+            // The user timeout is checked when the RTO fires; a backed-off RTO must not
+            // overshoot it.
+            at = at.min((self.last_progress + limit).max(now));
+        }
+        self.loss_timer = Some((at, LossTimer::Rto));
     }
 
     fn on_tlp_timeout(&mut self, now: Instant) {
