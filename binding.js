@@ -36,9 +36,8 @@ function loadError (err) {
     installed = false
   }
   if (!installed) {
-    // The usual causes: --omit=optional / --no-optional, or a lockfile written on another
-    // platform (npm/cli#4828).
-    return new Error(`${name}: its native binary for ${key} is not installed: install the package ${pkg} (npm install ${pkg}@${version}); npm adds it as an optional dependency unless optional dependencies are omitted`)
+    // npm/cli#4828 is the lockfile case.
+    return new Error(`${name}: its native binary for ${key} is not installed: install the package ${pkg} (npm install ${pkg}@${version}); npm installs it as an optional dependency unless optional dependencies are omitted or the lockfile was written on another platform`)
   }
   let detail = innermost(err)
   try {

@@ -7,6 +7,7 @@
 // Tarballs: dist/'s (from `npm run pack`, a release build) when they are newer than every
 // source that goes into them; otherwise packed here by the same code (scripts/pack.js
 // --prebuilt) from the debug build `npm test` has just made.
+// PACKAGE_TEST_DIST=1 takes dist/'s tarballs even so (a work tree others keep editing).
 // PACKAGE_TEST_NODE=/path/to/node runs the installed package on that Node (engines check).
 const fs = require('fs')
 const os = require('os')
@@ -115,7 +116,7 @@ function tarFile (file, entry) {
 function distTarballs () {
   const root = path.join(ROOT, 'dist', `${pkg.name}-${pkg.version}.tgz`)
   const platform = path.join(ROOT, 'dist', `${PLATFORM_PKG}-${pkg.version}.tgz`)
-  if (!fs.existsSync(root) || !fs.existsSync(platform)) return null
+  if (!fs.existsSync(root) || !fs.existsSync(platform)) return { stale: 'no tarballs in dist/' }
   const packedAt = Math.min(fs.statSync(root).mtimeMs, fs.statSync(platform).mtimeMs)
   const sources = [
     'package.json', 'Cargo.toml', 'Cargo.lock', 'src', 'crates', 'npm', 'LICENSE', 'README.md',
@@ -123,12 +124,20 @@ function distTarballs () {
     ...pkg.files.map((f) => f.split('/')[0])
   ]
   const newer = (p) => {
-    if (!fs.existsSync(p)) return false
+    if (!fs.existsSync(p)) return null
     const st = fs.statSync(p)
-    if (!st.isDirectory()) return st.mtimeMs > packedAt
-    return fs.readdirSync(p).some((e) => e !== 'node_modules' && e !== 'target' && newer(path.join(p, e)))
+    if (!st.isDirectory()) return st.mtimeMs > packedAt ? p : null
+    for (const e of fs.readdirSync(p)) {
+      const hit = e !== 'node_modules' && e !== 'target' && newer(path.join(p, e))
+      if (hit) return hit
+    }
+    return null
   }
-  return sources.some((s) => newer(path.join(ROOT, s))) ? null : { root, platform }
+  for (const s of process.env.PACKAGE_TEST_DIST ? [] : sources) {
+    const hit = newer(path.join(ROOT, s))
+    if (hit) return { stale: `${path.relative(ROOT, hit)} changed after dist/ was packed` }
+  }
+  return { root, platform }
 }
 
 // A child process that prints JSON lines; every wait on it is bounded.
@@ -261,9 +270,12 @@ describe('npm package: install the tarballs, no Rust toolchain', () => {
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'dht-prom-client-rs-package-test-'))
     tarballs = distTarballs()
-    if (!tarballs) {
+    if (tarballs.stale) {
+      process.stderr.write(`package.test.js: packing the work tree's build (${tarballs.stale})\n`)
       const res = pack({ prebuilt: true, outDir: path.join(tmp, 'dist') })
       tarballs = { root: res.root.file, platform: res.platform.file }
+    } else {
+      process.stderr.write('package.test.js: testing the tarballs in dist/\n')
     }
     npmInstall(path.join(tmp, 'app'), [tarballs.root, tarballs.platform])
     npmInstall(path.join(tmp, 'bare'), [tarballs.root], ['--omit=optional'])
@@ -424,6 +436,23 @@ describe('npm package: install the tarballs, no Rust toolchain', () => {
     expect(cli.status).not.toBe(0)
     expect(cli.stdout).toBe('')
     expect(cli.stderr).toContain(`Error: ${message}`)
+  })
+
+  test('a platform package whose binary does not load: one message naming it and the loader error', () => {
+    const broken = path.join(tmp, 'broken')
+    fs.cpSync(path.join(tmp, 'bare'), broken, { recursive: true })
+    const dir = path.join(broken, 'node_modules', PLATFORM_PKG)
+    const node = `${pkg.napi.binaryName}.${KEY}.node`
+    fs.mkdirSync(dir)
+    fs.writeFileSync(path.join(dir, 'package.json'), JSON.stringify({ name: PLATFORM_PKG, version: pkg.version, main: node }))
+    fs.writeFileSync(path.join(dir, node), 'not a shared library')
+    fs.writeFileSync(path.join(broken, 'fail.cjs'), FAIL_CJS)
+    const res = run([NODE, 'fail.cjs'], { cwd: broken })
+    expect(res.stderr).toBe('')
+    const { require: message } = JSON.parse(res.stdout)
+    expect(message.startsWith(`${pkg.name}: the package ${PLATFORM_PKG} is installed but its binary failed to load: `)).toBe(true)
+    expect(message).toContain(node)
+    expect(message).not.toMatch(/\n/)
   })
 
   test('drop-in install under the name dht-prom-client', () => {

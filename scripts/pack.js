@@ -158,7 +158,7 @@ function pack ({ prebuilt = false, outDir = path.join(ROOT, 'dist'), log = () =>
 }
 
 function mb (n) {
-  return `${(n / 1024 / 1024).toFixed(2)} MB`
+  return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / 1024 / 1024).toFixed(2)} MiB`
 }
 
 if (require.main === module) {
