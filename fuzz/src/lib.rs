@@ -174,6 +174,26 @@ pub fn measure<R>(limit: usize, f: impl FnOnce() -> R) -> (R, Allocated) {
     )
 }
 
+/// A digest of `value`'s Debug text, computed without allocating the text (which can be
+/// several times the input: Debug escapes control characters), so targets can compare
+/// what two values would print, e.g. that redacted fields do not change a log line.
+pub fn debug_digest<T: std::fmt::Debug + ?Sized>(value: &T) -> u64 {
+    use std::fmt::Write;
+    use std::hash::Hasher;
+
+    struct Digest(std::collections::hash_map::DefaultHasher);
+    impl Write for Digest {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let mut digest = Digest(std::collections::hash_map::DefaultHasher::new());
+    // Writing to the digest cannot fail; a Debug impl that errors digests what it wrote.
+    let _ = write!(digest, "{value:?}");
+    digest.0.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
