@@ -155,7 +155,10 @@ impl SocketInner {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "socket is closed"));
         }
         let addr = self.outgoing_addr(addr);
-        match self.udp.try_send_to(data, addr) {
+        // The syscall itself, not tokio's `try_send_to`: that one refuses (WouldBlock)
+        // until the reactor has seen the socket writable once, so the first datagrams
+        // after `bind` went through the spawned fallback below, behind later ones.
+        match socket2::SockRef::from(&*self.udp).send_to(data, &addr.into()) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The kernel buffer is full; a datagram is allowed to be lost, but keep it

@@ -91,6 +91,10 @@ impl StreamShared {
             let mut cfg = st.cfg.clone();
             cfg.ipv6 = from.is_ipv6();
             st.conn = Some(Conn::new(now(), st.remote_id, cfg));
+            // A write made while listening waits for this moment.
+            if let Some(w) = st.write_waker.take() {
+                w.wake();
+            }
         }
         if let Some(target) = st.relay_to.clone() {
             drop(st);
@@ -139,7 +143,12 @@ impl StreamShared {
     /// Sends everything the connection allows now, wakes waiters, re-arms the timer.
     fn flush(&self, st: &mut State) {
         let State { conn, tx, stalled, socket, remote_addr, .. } = st;
-        let (Some(conn), Some(addr)) = (conn.as_mut(), *remote_addr) else { return };
+        let (Some(conn), Some(addr)) = (conn.as_mut(), *remote_addr) else {
+            // Not connected: nothing to send, but a close (destroyed while listening) must
+            // still wake the waiters and the timer task, which unregisters the stream.
+            self.settle(st);
+            return;
+        };
         if stalled.is_none() {
             let addr = socket.inner.outgoing_addr(addr);
             let t = now();
