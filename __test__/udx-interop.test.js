@@ -146,6 +146,7 @@ async function session ({ rustMode, rustArgs = [], cMode, cArgs = [], lossy = nu
       Promise.all([rust.next('result', waitMs), cDone, rust.exited]),
       bound
     ])
+    c.stats = { rtoCount: stream.rtoCount, retransmits: stream.retransmits, fastRecoveries: stream.fastRecoveries }
     const out = { rust: rustResult, c, exit, relay: relay && relay.stats }
     if (process.env.UDX_INTEROP_VERBOSE) console.log(describeReport(out).slice(0, 2000))
     return out
@@ -185,7 +186,8 @@ const ECHOES = [
 
 const LOSSY = [
   null,
-  { seed: 0xC0FFEE, loss: 0.02, reorder: 0.02, dup: 0.01 }
+  { seed: 0xC0FFEE, loss: 0.01, reorder: 0.02, dup: 0.01 },
+  { seed: 0xBADC0DE, loss: 0.03, reorder: 0.03, dup: 0.02 }
 ]
 
 // Runs the assertions; on failure, appends both sides' reports to the message.
@@ -199,7 +201,8 @@ function check (reports, assertions) {
 }
 
 for (const lossy of LOSSY) {
-  const label = lossy ? 'through a lossy relay (2% loss, 2% reordered, 1% duplicated)' : 'direct'
+  const pct = (p) => `${Math.round(p * 100)}%`
+  const label = lossy ? `through a lossy relay (${pct(lossy.loss)} lost, ${pct(lossy.reorder)} delayed 1-5 ms, ${pct(lossy.dup)} duplicated)` : 'direct'
   // A seed per test, so each transfer meets its own (reproducible) faults.
   const faults = (salt) => lossy && { ...lossy, seed: lossy.seed + salt }
 
