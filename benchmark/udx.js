@@ -274,7 +274,7 @@ async function main () {
 
   console.log('\nTransfers (all runs pooled), retransmission timeouts (both sides), retransmitted packets (sender), failures:')
   for (const { pair, s } of sums) {
-    const parts = kinds.filter((k) => s.bulk[k]).map((k) => `${k}: n=${s.bulk[k].n}, p50 ${fmtMs(s.bulk[k].p50)}, worst ${fmtMs(s.bulk[k].worst)}, RTOs ${s.bulk[k].rtos}, sender retransmits ${s.bulk[k].retransmits}`)
+    const parts = kinds.filter((k) => s.bulk[k]).map((k) => `${k}: n=${s.bulk[k].n}, p50 ${fmtMs(s.bulk[k].p50)}, worst ${fmtMs(s.bulk[k].worst)} (${s.bulk[k].worstRatio.toFixed(1)}x), RTOs ${s.bulk[k].rtos}, sender retransmits ${s.bulk[k].retransmits}`)
     console.log(`- ${pair.label}: ${parts.join('; ')}; failed sessions ${pair.failures.length}`)
     for (const f of pair.failures.slice(0, 3)) console.log(`    ${JSON.stringify(f).slice(0, 400)}`)
   }
