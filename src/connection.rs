@@ -6,13 +6,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use libudx::UdxStream;
 use peeroxide_dht::secret_stream::SecretStream;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::events::{ConnectionErrorKind, Event, EventSink};
-use crate::transport::{read_loop, write_loop, Coalesce, MAX_FRAME};
+use crate::transport::{read_loop, write_loop, MAX_FRAME};
 use crate::keys::Key;
 use crate::mux::{self, Channel, ChannelMessage, ChannelStep, LOCAL_CHANNEL};
 use crate::rpc::{self, RpcError};
@@ -31,6 +30,15 @@ pub const MAX_METRICS_BYTES: usize = MAX_FRAME - 2 - (1 + 9) - (1 + 1 + 9);
 const MAX_QUEUED_REQUESTS: usize = 1024;
 /// How long a handshaken client has to send its first UDX packet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Data unacknowledged this long means the scraper is gone (its keep-alives stopped).
+pub const DEAD_PEER_AFTER: Duration = Duration::from_secs(15);
+
+/// How a scraper connection's UDX stream runs: a secret-stream message (its 3-byte
+/// length and its body are two writes, then a flush) leaves as one packet, and a
+/// vanished peer ends the stream after `DEAD_PEER_AFTER`.
+pub fn stream_config() -> udx::Config {
+    udx::Config { cork: true, user_timeout: Some(DEAD_PEER_AFTER), ..udx::Config::default() }
+}
 
 /// What every connection of one server shares.
 pub struct ConnectionContext {
@@ -45,7 +53,7 @@ pub struct ConnectionContext {
 
 /// A handshaken connection whose UDX stream waits for the client's first packet.
 pub struct PendingStream {
-    pub stream: UdxStream,
+    pub stream: udx::Stream,
     pub connected: oneshot::Receiver<SocketAddr>,
     pub tx: [u8; 32],
     pub rx: [u8; 32],
@@ -64,7 +72,7 @@ pub async fn serve_connection(context: Arc<ConnectionContext>, pending: PendingS
     };
     let secret_stream = SecretStream::from_session(
         false,
-        Coalesce::new(pending.stream.into_async_stream()),
+        pending.stream,
         pending.tx,
         pending.rx,
         pending.handshake_hash,
@@ -109,7 +117,7 @@ struct Session {
 }
 
 impl Session {
-    async fn run(self, stream: SecretStream<Coalesce<libudx::UdxAsyncStream>>) -> Result<(), ConnectionErrorKind> {
+    async fn run(self, stream: SecretStream<udx::Stream>) -> Result<(), ConnectionErrorKind> {
         let (reader, writer) = stream.into_split();
         // Reads run in their own task: a secret-stream read is not cancel-safe, and the
         // loop below selects on several things at once.

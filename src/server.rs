@@ -25,7 +25,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::connection::{serve_connection, ConnectionContext, PendingStream};
+use crate::connection::{serve_connection, stream_config, ConnectionContext, PendingStream};
 use crate::events::{Event, EventSink};
 use crate::keys::{Key, KeyPair};
 use crate::node::DhtNode;
@@ -111,6 +111,8 @@ impl MetricsServer {
             .await
             .ok()
             .flatten()
+            .ok_or(ServerError::NoSocket)?
+            .udx_socket()
             .ok_or(ServerError::NoSocket)?;
         let public_key = config.key_pair.public_key;
         let target = hash(public_key.as_bytes());
@@ -189,7 +191,7 @@ async fn reannounce(node: Arc<DhtNode>, key_pair: KeyPair, every: Duration, mut 
 /// handshake through several nodes and retry it).
 struct Handshakes {
     node: Arc<DhtNode>,
-    socket: libudx::UdxSocket,
+    socket: udx::Socket,
     config: ServerConfig,
     context: Arc<ConnectionContext>,
     replies: ReplyCache,
@@ -282,16 +284,32 @@ impl Handshakes {
         }
 
         let local_stream_id = alloc_stream_id();
-        let stream = self.node.runtime().create_stream(local_stream_id).await.ok()?;
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-        // The secret stream may only start once the client's first UDX packet has
-        // fixed the stream's remote address; starting earlier stalls ~1 s on a retransmit.
-        stream
-            .set_firewall_hook(&self.socket, remote_stream_id, move |_socket, port, ip| {
-                let _ = connected_tx.send(SocketAddr::new(ip, port));
-                true
-            })
-            .ok()?;
+        let client_addr = client_address.host.parse().ok().map(|ip| SocketAddr::new(ip, client_address.port));
+        // As hyperdht's server: a client that says it is reachable (or that reached us
+        // directly) is dialled at once; otherwise the stream waits for the client's first
+        // packet, which fixes its address.
+        let dial = (remote_payload.firewall == FIREWALL_OPEN || !relayed)
+            .then_some(client_addr)
+            .flatten()
+            .filter(|addr: &SocketAddr| addr.port() != 0);
+        let stream = match dial {
+            Some(addr) => {
+                let stream = udx::Stream::connect_with(&self.socket, local_stream_id, remote_stream_id, addr, stream_config()).ok()?;
+                let _ = connected_tx.send(addr);
+                stream
+            }
+            None => {
+                let mut connected_tx = Some(connected_tx);
+                let hook: udx::FirewallHook = Box::new(move |_socket, addr| {
+                    if let Some(tx) = connected_tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                    true
+                });
+                udx::Stream::listen_with(&self.socket, local_stream_id, remote_stream_id, hook, stream_config()).ok()?
+            }
+        };
 
         let reply_payload = NoisePayload {
             version: 1,

@@ -155,10 +155,7 @@ impl SocketInner {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "socket is closed"));
         }
         let addr = self.outgoing_addr(addr);
-        // The syscall itself, not tokio's `try_send_to`: that one refuses (WouldBlock)
-        // until the reactor has seen the socket writable once, so the first datagrams
-        // after `bind` went through the spawned fallback below, behind later ones.
-        match socket2::SockRef::from(&*self.udp).send_to(data, &addr.into()) {
+        match self.send_now(data, addr) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 // The kernel buffer is full; a datagram is allowed to be lost, but keep it
@@ -172,6 +169,13 @@ impl SocketInner {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// One `sendto` now. The syscall itself, not tokio's `try_send_to`: that one refuses
+    /// (WouldBlock) until the reactor has seen the socket writable once, which would put
+    /// the first packets after `bind` behind later ones. `addr` is already outgoing.
+    pub(crate) fn send_now(&self, data: &[u8], addr: SocketAddr) -> io::Result<usize> {
+        socket2::SockRef::from(&*self.udp).send_to(data, &addr.into())
     }
 
     /// A dual-stack socket sends to IPv4 peers at their v4-mapped address.

@@ -153,7 +153,7 @@ impl StreamShared {
             let addr = socket.inner.outgoing_addr(addr);
             let t = now();
             while let Some(n) = conn.poll_transmit(t, &mut tx[..]) {
-                match socket.inner.udp.try_send_to(&tx[..n], addr) {
+                match socket.inner.send_now(&tx[..n], addr) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         *stalled = Some((n, addr));
@@ -235,7 +235,7 @@ async fn run_timers(shared: Arc<StreamShared>) {
             }
             if let Some((n, addr)) = st.stalled {
                 let State { tx, socket, .. } = &mut *st;
-                match socket.inner.udp.try_send_to(&tx[..n], addr) {
+                match socket.inner.send_now(&tx[..n], addr) {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                     _ => st.stalled = None,
                 }
