@@ -14,6 +14,9 @@
 // any other advertised address, so the lab would not test what a user meets. 11.0.0.0/24 is
 // not a bogon; no packet can reach the real owner of it, since no lab namespace has a path to
 // the host's. The LANs behind the NATs are private (10.0.x.0/24), as at home.
+const fs = require('fs')
+const os = require('os')
+const path = require('path')
 const { execFileSync } = require('child_process')
 
 const PREFIX = 'dpclab-'
@@ -225,6 +228,43 @@ function countFlows (routerName, peer) {
   return n
 }
 
+// One lab at a time on a machine: setup() removes every dpclab- namespace, so a second run
+// would tear down the first. The lock names the pid of the run holding it; a dead holder's
+// lock is taken over.
+const LOCK = path.join(os.tmpdir(), 'dpclab-nat-lab.lock')
+
+function lockHolder () {
+  let pid
+  try { pid = Number(fs.readFileSync(LOCK, 'utf8')) } catch { return null }
+  if (!Number.isInteger(pid) || pid <= 0) return null
+  try {
+    process.kill(pid, 0)
+    return pid
+  } catch (err) {
+    return err.code === 'EPERM' ? pid : null
+  }
+}
+
+function tryLock () {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(LOCK, String(process.pid), { flag: 'wx' })
+      return true
+    } catch (err) {
+      if (err.code !== 'EEXIST') throw err
+      if (lockHolder() !== null) return false
+      fs.rmSync(LOCK, { force: true }) // its holder is gone
+    }
+  }
+  return false
+}
+
+function unlock () {
+  try {
+    if (Number(fs.readFileSync(LOCK, 'utf8')) === process.pid) fs.rmSync(LOCK, { force: true })
+  } catch {}
+}
+
 function status () {
   const out = []
   for (const ns of labNamespaces()) {
@@ -234,11 +274,16 @@ function status () {
 }
 
 module.exports = {
+  LOCK, tryLock, unlock, lockHolder,
   PREFIX, ROUTERS, hosts, bootstrap, setup, teardown, flushAll, forget, countFlows, hostSnapshot, labNamespaces, status
 }
 
 if (require.main === module) {
   const cmd = process.argv[2]
+  if ((cmd === 'setup' || cmd === 'teardown') && !tryLock()) {
+    console.error(`a NAT lab run (pid ${lockHolder()}) is using the lab; not touching it`)
+    process.exit(1)
+  }
   if (cmd === 'setup') setup()
   else if (cmd === 'teardown') teardown()
   else if (cmd === 'status') console.log(status())

@@ -6,6 +6,7 @@
 // one table. Needs root, ip (iproute2), nft (nftables), conntrack, and `npm run build:debug`.
 //
 //   node scripts/nat-lab/run.js [--reference-only] [--case ID[,ID...]] [--json FILE] [--verbose]
+//                               [--keep-alias-state]   (diagnosis only: skips the NAT flush)
 //
 // Exit 0 only when every check passes: the lab's self-test (host namespace untouched, each NAT
 // maps and filters as its kind says, the reference scraped in every case with no scraper
@@ -20,6 +21,7 @@ const { LabProcess, killAll } = require('./proc')
 
 const ROOT = path.join(__dirname, '..', '..')
 const RUN_LIMIT_MS = 10 * 60 * 1000 // the whole run, whatever happens
+const LOCK_WAIT_MS = 8 * 60 * 1000 // for another run on this machine to finish
 const START_MS = 30000 // a lab process to be ready (DHT bootstrap included)
 const ALIAS_MS = 12000 // the alias registration's outcome (both clients time out at 10 s)
 const TIMED_SAMPLES = 3 // cold scrapes in a case whose scrape time is compared
@@ -35,7 +37,7 @@ const CASES = [
   { id: 'pp', title: 'client behind a port-preserving NAT, scraper public', client: 'pp1', scraper: 'pub2', timeoutMs: 10000, timed: true },
   { id: 'pp-pp', title: 'client and scraper behind two port-preserving NATs', client: 'pp1', scraper: 'pp2', timeoutMs: 10000, timed: true },
   { id: 'rnd', title: 'client behind a randomizing (symmetric) NAT, scraper public', client: 'rnd', scraper: 'pub2', timeoutMs: 10000 },
-  { id: 'rnd-pp', title: 'client behind a randomizing NAT, scraper behind a port-preserving NAT', client: 'rnd', scraper: 'pp2', timeoutMs: 60000, aliasGraceMs: 30000 },
+  { id: 'rnd-pp', title: 'client behind a randomizing NAT, scraper behind a port-preserving NAT', client: 'rnd', scraper: 'pp2', timeoutMs: 75000, aliasGraceMs: 30000 },
   { id: 'fc', title: 'client behind a full-cone NAT, scraper public', client: 'fc', scraper: 'pub2', timeoutMs: 10000 }
 ]
 const IMPLS = [
@@ -44,11 +46,12 @@ const IMPLS = [
 ]
 
 function parseArgs (argv) {
-  const opts = { referenceOnly: false, cases: null, json: null, verbose: false }
+  const opts = { referenceOnly: false, cases: null, json: null, verbose: false, keepAliasState: false }
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--reference-only') opts.referenceOnly = true
     else if (a === '--verbose') opts.verbose = true
+    else if (a === '--keep-alias-state') opts.keepAliasState = true
     else if (a === '--case') opts.cases = String(argv[++i] || '').split(',')
     else if (a === '--json') opts.json = argv[++i]
     else throw new Error(`unknown argument ${a}`)
@@ -178,7 +181,7 @@ async function forgetAliasState (client, scraper) {
   return { deleted, clean: false, rounds: 10 }
 }
 
-async function runCase (testcase, impl, hosts, bootstrap, verbose) {
+async function runCase (testcase, impl, hosts, bootstrap, { verbose, keepAliasState }) {
   const clientHost = hosts[testcase.client]
   const scraperHost = hosts[testcase.scraper]
   const result = {
@@ -220,7 +223,11 @@ async function runCase (testcase, impl, hosts, bootstrap, verbose) {
     scraper.send({ cmd: 'drop-alias' })
     const dropped = await scraper.next('dropped', 5000)
     result.aliasConnections = dropped.connections
-    const flush = await forgetAliasState(clientHost, scraperHost)
+    // --keep-alias-state (a diagnosis, never a pass): what a scrape does with the alias
+    // connection's NAT state left in place, as in the runs that hid issue 11.
+    const flush = keepAliasState
+      ? { deleted: 0, clean: false, kept: true }
+      : await forgetAliasState(clientHost, scraperHost)
     result.flush = flush
 
     // Timed cases take the median of three cold scrapes, each over a new connection with the
@@ -230,9 +237,11 @@ async function runCase (testcase, impl, hosts, bootstrap, verbose) {
       if (n > 0) {
         scraper.send({ cmd: 'reset', n })
         await scraper.next('reset', 10000, (m) => m.n === n)
-        const again = await forgetAliasState(clientHost, scraperHost)
-        flush.deleted += again.deleted
-        flush.clean = flush.clean && again.clean
+        if (!keepAliasState) {
+          const again = await forgetAliasState(clientHost, scraperHost)
+          flush.deleted += again.deleted
+          flush.clean = flush.clean && again.clean
+        }
       }
       scraper.send({ cmd: 'scrape', n, key: ready.publicKey, timeoutMs: testcase.timeoutMs, metrics: METRICS })
       const scrape = await scraper.next('scrape-result', testcase.timeoutMs + 10000, (m) => m.n === n)
@@ -273,7 +282,7 @@ function cell (r) {
   if (r.labError && !r.scraped) return `LAB ERROR: ${r.labError}`
   const time = r.samples && r.samples.length > 1 ? `${fmtMs(r.ms)} (median of ${r.samples.map(fmtMs).join(', ')})` : fmtMs(r.ms)
   const parts = [r.scraped ? `scraped, ${time}` : `not scraped (${r.error}, ${fmtMs(r.ms)})`]
-  if (r.scraped && !provenScraped(r)) parts.push('NAT state from the client\'s own dialling present')
+  if (r.scraped && !provenScraped(r)) parts.push(r.flush && r.flush.kept ? 'alias NAT state kept' : 'NAT state from the client\'s own dialling present')
   parts.push(r.threw.length > 0 ? `**scraper threw: ${r.threw[0]}**` : 'no throw')
   return parts.join('; ')
 }
@@ -300,6 +309,7 @@ function why (r) {
   if (!r) return 'not run'
   if (r.labError) return r.labError
   if (!r.scraped) return r.error || ''
+  if (r.flush && r.flush.kept) return 'scraped with the alias connection\'s NAT state kept (--keep-alias-state): proves nothing'
   if (!r.flush || !r.flush.clean) return 'scraped, but only while NAT state between client and scraper kept coming back'
   return r.threw.join('; ')
 }
@@ -335,6 +345,19 @@ async function main () {
   }
   const cases = opts.cases ? CASES.filter((c) => opts.cases.includes(c.id)) : CASES
   const impls = opts.referenceOnly ? IMPLS.slice(0, 1) : IMPLS
+  // Another run on this machine (another engineer's): wait for it, bounded.
+  const lockDeadline = Date.now() + LOCK_WAIT_MS
+  let told = false
+  while (!lab.tryLock()) {
+    if (Date.now() > lockDeadline) {
+      console.error(`nat-lab: another run (pid ${lab.lockHolder()}) held ${lab.LOCK} for ${LOCK_WAIT_MS / 1000} s; giving up`)
+      return 2
+    }
+    if (!told) log(`nat-lab: waiting for another run (pid ${lab.lockHolder()}) to finish`)
+    told = true
+    await sleep(2000)
+  }
+  locked = true
   const hosts = lab.hosts()
   const bootstrap = lab.bootstrap()
   const started = Date.now()
@@ -360,13 +383,14 @@ async function main () {
 
     for (const c of cases) {
       for (const impl of impls) {
-        const r = await runCase(c, impl, hosts, bootstrap, opts.verbose)
+        const r = await runCase(c, impl, hosts, bootstrap, opts)
         results.push(r)
         const detail = [
           r.scraped ? `scraped in ${r.samples.map(fmtMs).join(', ')}` : `NOT scraped (${r.error || r.labError})${r.ms !== null ? ` after ${fmtMs(r.ms)}` : ''}`,
           r.threw.length > 0 ? `SCRAPER THREW: ${r.threw.join(' | ')}` : 'scraper did not throw',
           `alias ${r.alias} (${fmtMs(r.aliasMs)})`,
-          r.flush ? `NAT entries flushed: ${r.flush.deleted}${r.flush.clean ? '' : ', BUT NEW ONES KEPT COMING (the client kept dialling the scraper)'}` : null,
+          r.flush && r.flush.kept ? 'NAT state of the alias connection KEPT (--keep-alias-state)' : null,
+          r.flush && !r.flush.kept ? `NAT entries flushed: ${r.flush.deleted}${r.flush.clean ? '' : ', BUT NEW ONES KEPT COMING (the client kept dialling the scraper)'}` : null,
           r.nat ? `JS DHT on the client host sees ${r.nat.host}:${r.nat.port}${r.nat.firewalled ? ' firewalled' : ''}${r.nat.randomized ? ' randomized' : ''}` : null,
           r.clientThrew.length > 0 ? `client threw: ${r.clientThrew.join(' | ')}` : null,
           r.labError ? `lab error: ${r.labError}` : null
@@ -406,16 +430,26 @@ async function main () {
 
 // Whatever ends the run, the lab goes with it.
 let exiting = false
+let locked = false
 function emergencyExit (code, why) {
   if (exiting) return
   exiting = true
-  if (why) console.error(`nat-lab: ${why}: tearing the lab down`)
   killAll()
-  try { lab.teardown() } catch (err) { console.error(`nat-lab: teardown failed: ${err.message}`) }
+  if (locked) {
+    if (why) console.error(`nat-lab: ${why}: tearing the lab down`)
+    try { lab.teardown() } catch (err) { console.error(`nat-lab: teardown failed: ${err.message}`) }
+    lab.unlock()
+  } else if (why) {
+    console.error(`nat-lab: ${why}`)
+  }
   process.exit(code)
 }
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(signal, () => emergencyExit(130, signal))
 process.on('uncaughtException', (err) => emergencyExit(2, `uncaught ${err.stack || err}`))
 setTimeout(() => emergencyExit(2, `run exceeded ${RUN_LIMIT_MS / 1000} s`), RUN_LIMIT_MS).unref()
 
-main().then((code) => { exiting = true; process.exit(code) }, (err) => emergencyExit(2, err.stack || String(err)))
+main().then((code) => {
+  exiting = true
+  lab.unlock()
+  process.exit(code)
+}, (err) => emergencyExit(2, err.stack || String(err)))
