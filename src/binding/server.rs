@@ -209,6 +209,7 @@ pub struct NativeServer {
     server: Arc<MetricsServer>,
     registrar: Option<Arc<AliasRegistrar>>,
     stats: Arc<Stats>,
+    on_event: Arc<EventFn>,
     events_open: Arc<AtomicBool>,
 }
 
@@ -249,7 +250,8 @@ async fn start(
     let node = Arc::new(node);
 
     let events_open = Arc::new(AtomicBool::new(true));
-    let sink = event_sink(on_event, events_open.clone());
+    let on_event = Arc::new(on_event);
+    let sink = event_sink(on_event.clone(), events_open.clone());
     let stats = Arc::new(Stats::new());
     let source = Arc::new(JsMetricsSource { get_metrics: Arc::new(get_metrics) });
     let config = ServerConfig::new(key_pair, allowed_keys);
@@ -268,7 +270,7 @@ async fn start(
         };
         Arc::new(AliasRegistrar::start(config, transport, sink, stats.clone()))
     });
-    Ok(NativeServer { node, server: Arc::new(server), registrar, stats, events_open })
+    Ok(NativeServer { node, server: Arc::new(server), registrar, stats, on_event, events_open })
 }
 
 fn alias_config(options: AliasOptions, scrapers: &[Key], target: Key) -> napi::Result<AliasConfig, ErrorCode> {
@@ -303,22 +305,26 @@ impl NativeServer {
     }
 
     /// Ends every connection, withdraws the announcement and destroys the node.
-    /// Idempotent; no event is delivered once it resolves.
+    /// Idempotent. The last event it delivers is `closed`, after every other one (one
+    /// queue delivers them in order); none follows.
     #[napi]
     pub async fn close(&self) -> napi::Result<()> {
-        let server = self.server.clone();
-        let node = self.node.clone();
-        if let Some(registrar) = &self.registrar {
-            registrar.close().await;
+        // Scrapers hear goodbye at once, whatever ending the registrations costs.
+        let registrar = async {
+            if let Some(registrar) = &self.registrar {
+                registrar.close().await;
+            }
+        };
+        tokio::join!(registrar, self.server.close());
+        self.node.destroy().await;
+        if self.events_open.swap(false, Ordering::SeqCst) {
+            self.on_event.call(JsEvent::named("closed"), ThreadsafeFunctionCallMode::NonBlocking);
         }
-        server.close().await;
-        node.destroy().await;
-        self.events_open.store(false, Ordering::SeqCst);
         Ok(())
     }
 }
 
-fn event_sink(on_event: EventFn, open: Arc<AtomicBool>) -> EventSink {
+fn event_sink(on_event: Arc<EventFn>, open: Arc<AtomicBool>) -> EventSink {
     Arc::new(move |event: Event| {
         if !open.load(Ordering::SeqCst) {
             return;
@@ -332,23 +338,29 @@ fn key_buffer(key: &Key) -> Buffer {
     key.0.to_vec().into()
 }
 
+impl JsEvent {
+    fn named(name: &str) -> Self {
+        JsEvent {
+            name: name.into(),
+            uid: None,
+            remote_public_key: None,
+            remote_address: None,
+            address: None,
+            error_code: None,
+            error_message: None,
+            payload: None,
+            scraper_public_key: None,
+            updated: None,
+            alias: None,
+            target_key: None,
+            hostname: None,
+            service: None,
+        }
+    }
+}
+
 fn to_js_event(event: Event) -> JsEvent {
-    let mut js = JsEvent {
-        name: String::new(),
-        uid: None,
-        remote_public_key: None,
-        remote_address: None,
-        address: None,
-        error_code: None,
-        error_message: None,
-        payload: None,
-        scraper_public_key: None,
-        updated: None,
-        alias: None,
-        target_key: None,
-        hostname: None,
-        service: None,
-    };
+    let mut js = JsEvent::named("");
     match event {
         Event::ConnectionOpen { uid, remote_address, remote_public_key } => {
             js.name = "connection-open".into();
