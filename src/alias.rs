@@ -52,7 +52,7 @@ pub trait AliasTransport: Send + Sync + 'static {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AliasConfig {
     pub scrapers: Vec<Key>,
     pub secret: [u8; 32],
@@ -66,6 +66,23 @@ pub struct AliasConfig {
     pub request_timeout: Duration,
     /// A connection unused this long is closed (protomux-rpc-client's GC: 60 s).
     pub idle_timeout: Duration,
+}
+
+// Hand-written so the shared secret never ends up in a log (as `AliasRequest`'s).
+impl std::fmt::Debug for AliasConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AliasConfig")
+            .field("scrapers", &self.scrapers)
+            .field("secret", &"<redacted>")
+            .field("alias", &self.alias)
+            .field("target_public_key", &self.target_public_key)
+            .field("hostname", &self.hostname)
+            .field("service", &self.service)
+            .field("interval", &self.interval)
+            .field("request_timeout", &self.request_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .finish()
+    }
 }
 
 /// Runs the schedule for every scraper until `close()`.
@@ -306,6 +323,17 @@ mod tests {
             }
         });
         (sink, seen)
+    }
+
+    #[test]
+    fn config_debug_hides_the_secret() {
+        let text = format!("{:?}", config(Duration::from_secs(1), 1));
+        assert!(text.contains("secret: \"<redacted>\""), "{text}");
+        assert!(text.contains("alias: \"alias\""), "{text}");
+        // The derived Debug printed the secret as `[9, 9, ...]`; no spelling of it may appear.
+        for spelling in ["9, 9, 9", "090909", &Key([9; 32]).to_z32()] {
+            assert!(!text.contains(spelling), "{spelling} in {text}");
+        }
     }
 
     #[tokio::test(start_paused = true)]
