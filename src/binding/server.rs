@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use napi::bindgen_prelude::{Buffer, Promise, Unknown};
+use napi::bindgen_prelude::{Buffer, Either, Promise, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Status;
 use napi_derive::napi;
@@ -147,7 +147,10 @@ pub struct JsEvent {
     pub service: Option<String>,
 }
 
-type GetMetricsFn = ThreadsafeFunction<MetricsCall, Promise<Option<String>>, MetricsCall, Status, false, true>;
+/// The facade's getMetrics wrapper returns the text (or null) at once when getMetrics is
+/// synchronous, and a Promise otherwise: no promise round trip for the common case.
+type GetMetricsFn =
+    ThreadsafeFunction<MetricsCall, Either<Option<String>, Promise<Option<String>>>, MetricsCall, Status, false, true>;
 type EventFn = ThreadsafeFunction<JsEvent, Unknown<'static>, JsEvent, Status, false, true>;
 type AliasRequestFn = ThreadsafeFunction<AliasCall, Promise<AliasCallResult>, AliasCall, Status, false, true>;
 
@@ -193,8 +196,12 @@ impl MetricsSource for JsMetricsSource {
             };
             // The facade's wrapper settles with the text, or null after emitting
             // metrics-error; a throw or rejection here is caught, never fatal.
-            let promise = get_metrics.call_async_catch(call).await.map_err(|e| e.to_string())?;
-            match promise.await {
+            let returned = get_metrics.call_async_catch(call).await.map_err(|e| e.to_string())?;
+            let settled = match returned {
+                Either::A(now) => Ok(now),
+                Either::B(promise) => promise.await,
+            };
+            match settled {
                 Ok(Some(metrics)) => Ok(metrics),
                 Ok(None) => Err("getMetrics failed".to_string()),
                 Err(err) => Err(err.to_string()),
