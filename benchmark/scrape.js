@@ -30,7 +30,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '5' },
     phases: { type: 'string', default: '1k,100k,2m,throughput' },
     impls: { type: 'string', default: 'rust,reference' },
-    'scrapes-1k': { type: 'string', default: '300' },
+    'scrapes-1k': { type: 'string', default: '1000' },
     'scrapes-100k': { type: 'string', default: '100' },
     'scrapes-2m': { type: 'string', default: '60' },
     'throughput-ms': { type: 'string', default: '2000' },
