@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use peeroxide_dht::secret_stream::SecretStream;
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::events::{ConnectionErrorKind, Event, EventSink};
@@ -28,6 +28,10 @@ pub const MAX_METRICS_BYTES: usize = MAX_FRAME - 2 - (1 + 9) - (1 + 1 + 9);
 /// Requests waiting or running on one connection before it counts as abuse and is closed
 /// (protomux-rpc-client sends at most 16 at once).
 const MAX_QUEUED_REQUESTS: usize = 1024;
+/// Bytes of frames queued for the writer on one connection: room for two of the largest
+/// replies. A metrics reply waits for room; an error reply or a reject that finds none
+/// closes the connection, as the peer is not reading what it asked for.
+const SEND_BUDGET: usize = 2 * MAX_FRAME;
 /// How long a handshaken client has to send its first UDX packet.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Data unacknowledged this long means the scraper is gone (its keep-alives stopped).
@@ -123,10 +127,11 @@ impl Session {
         // loop below selects on several things at once.
         let (incoming_tx, mut incoming) = mpsc::channel(16);
         let reader_task = tokio::spawn(read_loop(reader, incoming_tx));
-        let (frames, frames_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let (frames_tx, frames_rx) = mpsc::unbounded_channel::<Outgoing>();
+        let frames = Outbox { frames: frames_tx, budget: Arc::new(Semaphore::new(SEND_BUDGET)) };
         let mut writer_task = tokio::spawn(write_loop(writer, frames_rx, self.context.keep_alive));
         let mut channel = Channel::new(PROTOCOL);
-        let _ = frames.send(channel.open_frame());
+        frames.send_now(channel.open_frame())?;
 
         let permits = Arc::new(Semaphore::new(self.context.max_concurrent_requests.max(1)));
         let mut requests = JoinSet::new();
@@ -149,9 +154,10 @@ impl Session {
                 },
                 Some(_) = requests.join_next(), if !requests.is_empty() => {}
                 _ = crate::server::closed(&mut shutdown) => {
-                    // Scrapes in flight are dropped; the scraper sees the channel close.
+                    // Scrapes in flight are dropped (and their budget with them); the
+                    // scraper sees the channel close.
                     requests.abort_all();
-                    let _ = frames.send(channel.close_frame());
+                    let _ = frames.send_now(channel.close_frame());
                     break Ok(());
                 }
                 done = &mut writer_task => {
@@ -163,7 +169,9 @@ impl Session {
             }
         };
 
+        // Reaped, so that no request task keeps the writer's queue open.
         requests.abort_all();
+        while requests.join_next().await.is_some() {}
         drop(frames);
         // The writer flushes what is queued, then ends our side; give it a bounded time.
         if !writer_task.is_finished() {
@@ -187,21 +195,19 @@ impl Session {
         &self,
         frame: &[u8],
         channel: &mut Channel,
-        frames: &mpsc::UnboundedSender<Vec<u8>>,
+        frames: &Outbox,
         permits: &Arc<Semaphore>,
         requests: &mut JoinSet<()>,
     ) -> Result<bool, ConnectionErrorKind> {
-        let decoded = mux::decode_frame(frame)
-            .map_err(|err| ConnectionErrorKind::new("ERR_PROTOCOL", err.to_string()))?;
+        let decoded = mux::decode_frame(frame).map_err(protocol_error)?;
         match channel.on_frame(decoded) {
+            // Batch items are decoded one at a time, as they are handled.
             ChannelStep::Messages(messages) => {
                 for message in messages {
-                    self.on_message(message, frames, permits, requests)?;
+                    self.on_message(message.map_err(protocol_error)?, frames, permits, requests)?;
                 }
             }
-            ChannelStep::Reply(reply) => {
-                let _ = frames.send(reply);
-            }
+            ChannelStep::Reply(reply) => frames.send_now(reply)?,
             ChannelStep::Ended => return Ok(false),
             ChannelStep::Nothing => {}
         }
@@ -211,7 +217,7 @@ impl Session {
     fn on_message(
         &self,
         message: ChannelMessage<'_>,
-        frames: &mpsc::UnboundedSender<Vec<u8>>,
+        frames: &Outbox,
         permits: &Arc<Semaphore>,
         requests: &mut JoinSet<()>,
     ) -> Result<(), ConnectionErrorKind> {
@@ -227,14 +233,14 @@ impl Session {
         if request.method != METHOD {
             if id != 0 {
                 let error = RpcError::unknown_method(request.method);
-                let _ = frames.send(response_frame(id, Err(&error)));
+                frames.send_now(response_frame(id, Err(&error)))?;
             }
             return Ok(());
         }
         if let Err(err) = MetricsRequest::decode(request.value) {
             if id != 0 {
                 let error = RpcError::decode_error(err.to_string());
-                let _ = frames.send(response_frame(id, Err(&error)));
+                frames.send_now(response_frame(id, Err(&error)))?;
             }
             return Ok(());
         }
@@ -252,7 +258,12 @@ impl Session {
         requests.spawn(async move {
             let Ok(_permit) = permits.acquire_owned().await else { return };
             let uid = info.uid.clone();
-            let (success, text) = match context.source.metrics(info).await {
+            // Counted while it waits; the count drops with the call, also when the
+            // connection closes and drops it unsettled.
+            let pending = Pending::new(&context.stats.metrics_pending);
+            let result = context.source.metrics(info).await;
+            drop(pending);
+            let (success, text) = match result {
                 Ok(metrics) => (true, metrics),
                 Err(_) => {
                     context.stats.metrics_errors.inc();
@@ -271,14 +282,87 @@ impl Session {
                 return;
             }
             let frame = metrics_reply_frame(id, success, &text);
-            if success {
+            drop(text);
+            let len = frame.len();
+            // The request's permit is held until the reply is queued: a peer that does not
+            // read stalls its own requests, never this process's memory.
+            if frames.send(frame).await && success {
                 context.stats.scrapes_served.inc();
-                context.stats.bytes_sent.inc_by(frame.len() as u64);
+                context.stats.bytes_sent.inc_by(len as u64);
             }
-            let _ = frames.send(frame);
         });
         Ok(())
     }
+}
+
+/// One unit of a gauge for as long as it lives.
+struct Pending<'a>(&'a prometheus::IntGauge);
+
+impl<'a> Pending<'a> {
+    fn new(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// A frame for the writer, holding its share of the connection's send budget until it
+/// has been written.
+struct Outgoing {
+    bytes: Vec<u8>,
+    _budget: Option<OwnedSemaphorePermit>,
+}
+
+impl AsRef<[u8]> for Outgoing {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// The writer's queue, bounded in bytes by a semaphore of [`SEND_BUDGET`] permits.
+#[derive(Clone)]
+struct Outbox {
+    frames: mpsc::UnboundedSender<Outgoing>,
+    budget: Arc<Semaphore>,
+}
+
+impl Outbox {
+    /// A frame never needs more than the whole budget, so the largest one still goes.
+    fn cost(bytes: &[u8]) -> u32 {
+        u32::try_from(bytes.len().clamp(1, SEND_BUDGET)).unwrap_or(u32::MAX)
+    }
+
+    /// Queues a frame now, or fails the connection when the peer leaves no room.
+    fn send_now(&self, bytes: Vec<u8>) -> Result<(), ConnectionErrorKind> {
+        match self.budget.clone().try_acquire_many_owned(Self::cost(&bytes)) {
+            Ok(permit) => {
+                // A closed queue means the writer ended; the session notices that itself.
+                let _ = self.frames.send(Outgoing { bytes, _budget: Some(permit) });
+                Ok(())
+            }
+            Err(_) => Err(ConnectionErrorKind::new(
+                "ERR_PROTOCOL",
+                format!("the peer does not read its replies ({SEND_BUDGET} bytes queued)"),
+            )),
+        }
+    }
+
+    /// Queues a frame once there is room; false if the connection has ended.
+    async fn send(&self, bytes: Vec<u8>) -> bool {
+        let Ok(permit) = self.budget.clone().acquire_many_owned(Self::cost(&bytes)).await else {
+            return false;
+        };
+        self.frames.send(Outgoing { bytes, _budget: Some(permit) }).is_ok()
+    }
+}
+
+fn protocol_error(err: mux::MuxError) -> ConnectionErrorKind {
+    ConnectionErrorKind::new("ERR_PROTOCOL", err.to_string())
 }
 
 /// How the reference reports a scraper that ended the connection (its UDX stream's
@@ -309,3 +393,45 @@ fn response_frame(id: u64, result: Result<&[u8], &RpcError>) -> Vec<u8> {
     frame
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outbox() -> (Outbox, mpsc::UnboundedReceiver<Outgoing>) {
+        let (frames, rx) = mpsc::unbounded_channel();
+        (Outbox { frames, budget: Arc::new(Semaphore::new(SEND_BUDGET)) }, rx)
+    }
+
+    #[test]
+    fn error_replies_to_a_peer_that_does_not_read_end_the_connection() {
+        // One batch frame of unknown-method requests used to queue every reply at once.
+        let (outbox, mut written) = outbox();
+        let reply = vec![0u8; 1 << 20];
+        let fit = SEND_BUDGET / reply.len();
+        for _ in 0..fit {
+            outbox.send_now(reply.clone()).expect("room for it");
+        }
+        let error = outbox.send_now(reply.clone()).expect_err("the budget is spent");
+        assert_eq!(error.code, "ERR_PROTOCOL");
+        assert!(error.message.contains("does not read"), "{}", error.message);
+        // Written frames give their bytes back.
+        drop(written.try_recv().expect("queued"));
+        outbox.send_now(reply).expect("room again");
+    }
+
+    #[tokio::test]
+    async fn a_metrics_reply_waits_for_room_and_the_largest_one_still_goes() {
+        let (outbox, mut written) = outbox();
+        outbox.send_now(vec![0; SEND_BUDGET - 10]).expect("room");
+        let waiting = outbox.clone();
+        let sent = tokio::spawn(async move { waiting.send(vec![0; MAX_FRAME]).await });
+        tokio::task::yield_now().await;
+        assert!(!sent.is_finished(), "waits while the queue is full");
+        assert!(written.try_recv().is_ok());
+        assert!(sent.await.expect("task"), "queued once the first frame is written");
+        assert_eq!(written.try_recv().map(|f| f.bytes.len()).ok(), Some(MAX_FRAME));
+        assert_eq!(Outbox::cost(&[]), 1);
+        assert_eq!(Outbox::cost(&vec![0; SEND_BUDGET + 5]) as usize, SEND_BUDGET);
+    }
+}

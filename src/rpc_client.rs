@@ -196,9 +196,13 @@ impl Dispatch {
             // A frame we cannot parse ends the connection, as a JS peer's would.
             let Ok(decoded) = mux::decode_frame(&frame) else { return };
             match channel.on_frame(decoded) {
+                // Batch items are decoded one at a time; a malformed one ends the connection.
                 ChannelStep::Messages(messages) => {
-                    for message in messages.into_iter().filter(|m| m.message_type == rpc::RESPONSE_MESSAGE) {
-                        self.on_response(message.payload);
+                    for message in messages {
+                        let Ok(message) = message else { return };
+                        if message.message_type == rpc::RESPONSE_MESSAGE {
+                            self.on_response(message.payload);
+                        }
                     }
                 }
                 ChannelStep::Reply(reply) => {

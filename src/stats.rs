@@ -9,8 +9,10 @@ pub struct Stats {
     pub bytes_sent: IntCounter,
     pub metrics_errors: IntCounter,
     pub firewall_blocks: IntCounter,
+    pub handshakes_dropped: IntCounter,
     pub alias_registrations: IntCounterVec,
     pub open_connections: IntGauge,
+    pub metrics_pending: IntGauge,
 }
 
 impl Stats {
@@ -25,6 +27,10 @@ impl Stats {
         let bytes_sent = counter("dht_prom_client_scrape_bytes_sent_total", "Bytes of successful metrics replies sent");
         let metrics_errors = counter("dht_prom_client_metrics_errors_total", "Metrics requests answered with success:false");
         let firewall_blocks = counter("dht_prom_client_firewall_blocks_total", "Handshakes dropped by the firewall");
+        let handshakes_dropped = counter(
+            "dht_prom_client_handshakes_dropped_total",
+            "Handshakes dropped unread because too many were waiting (a flood)",
+        );
         let alias_registrations = IntCounterVec::new(
             Opts::new("dht_prom_client_alias_registrations_total", "Alias registration attempts by result"),
             &["result"],
@@ -34,7 +40,20 @@ impl Stats {
         let open_connections = IntGauge::new("dht_prom_client_open_connections", "Scraper connections open now")
             .unwrap_or_else(|_| unreachable_metric("open_connections"));
         let _ = registry.register(Box::new(open_connections.clone()));
-        Self { registry, scrapes_served, bytes_sent, metrics_errors, firewall_blocks, alias_registrations, open_connections }
+        let metrics_pending = IntGauge::new("dht_prom_client_metrics_pending", "getMetrics calls waiting for their result")
+            .unwrap_or_else(|_| unreachable_metric("metrics_pending"));
+        let _ = registry.register(Box::new(metrics_pending.clone()));
+        Self {
+            registry,
+            scrapes_served,
+            bytes_sent,
+            metrics_errors,
+            firewall_blocks,
+            handshakes_dropped,
+            alias_registrations,
+            open_connections,
+            metrics_pending,
+        }
     }
 
     /// Prometheus text exposition of every metric above.
@@ -71,6 +90,8 @@ mod tests {
             "dht_prom_client_scrape_bytes_sent_total 0",
             "dht_prom_client_metrics_errors_total 0",
             "dht_prom_client_firewall_blocks_total 0",
+            "dht_prom_client_handshakes_dropped_total 0",
+            "dht_prom_client_metrics_pending 0",
             "dht_prom_client_alias_registrations_total{result=\"success\"} 1",
             "dht_prom_client_open_connections 2",
         ] {

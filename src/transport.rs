@@ -38,9 +38,11 @@ pub async fn read_loop<T: RawStream>(
 
 /// Writes queued frames; after `keep_alive` without a write, an empty message keeps NATs
 /// open and lets a dead peer surface as an error. Ends our side when the queue closes.
-pub async fn write_loop<T: RawStream>(
+/// A frame is anything holding bytes: what it holds besides (a share of a send budget)
+/// is released once the frame is written.
+pub async fn write_loop<T: RawStream, F: AsRef<[u8]> + Send + 'static>(
     mut writer: SecretStreamWriteHalf<WriteHalf<T>>,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut frames: mpsc::UnboundedReceiver<F>,
     keep_alive: Duration,
 ) -> Result<(), ConnectionErrorKind> {
     let mut idle_since = Instant::now();
@@ -48,7 +50,8 @@ pub async fn write_loop<T: RawStream>(
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    write_frame(&mut writer, &frame).await?;
+                    write_frame(&mut writer, frame.as_ref()).await?;
+                    drop(frame);
                     idle_since = Instant::now();
                 }
                 None => break,
