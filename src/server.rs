@@ -138,7 +138,7 @@ impl MetricsServer {
             socket,
             config: config.clone(),
             context,
-            replies: ReplyCache::new(1024, Duration::from_secs(20)),
+            replies: ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES, Duration::from_secs(20)),
         };
         tasks.spawn(handshakes.run(server_events, shutdown_rx.clone()));
         tasks.spawn(reannounce(node.clone(), config.key_pair.clone(), config.reannounce_every, shutdown_rx));
@@ -186,9 +186,23 @@ async fn reannounce(node: Arc<DhtNode>, key_pair: KeyPair, every: Duration, mut 
     }
 }
 
+/// Handshakes waiting for their Noise step; beyond this, new ones are dropped unread and
+/// counted (`handshakes_dropped`). hyperdht #294 proposes the same bound on concurrent
+/// handshakes. JS clients retry a handshake that gets no answer.
+const MAX_WAITING_HANDSHAKES: usize = 256;
+/// ...and at most this many bytes of their Noise messages (a message is up to 64 KiB).
+const MAX_WAITING_BYTES: usize = 4 << 20;
+/// Answered handshakes remembered, by count and by bytes of reply.
+const REPLY_CACHE_ENTRIES: usize = 1024;
+const REPLY_CACHE_BYTES: usize = 1 << 20;
+
 /// Answers server-side handshakes one at a time, so that a flood of handshakes costs
 /// one task, and duplicates of a handshake get the first answer (JS clients send each
 /// handshake through several nodes and retry it).
+///
+/// peeroxide-dht queues handshakes on an unbounded channel; this task empties it as fast
+/// as it fills (answering duplicates from the cache, dropping what exceeds the bound) and
+/// does the costly Noise step only for the bounded queue it keeps itself.
 struct Handshakes {
     node: Arc<DhtNode>,
     socket: udx::Socket,
@@ -204,24 +218,64 @@ impl Handshakes {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut connections = JoinSet::new();
+        let mut waiting = Waiting::default();
         loop {
+            // Take everything queued so far before the next Noise step.
+            let mut ended = false;
+            loop {
+                match server_events.try_recv() {
+                    Ok(event) => self.intake(event, &mut waiting),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            while connections.try_join_next().is_some() {}
+            if ended || *shutdown.borrow() {
+                break;
+            }
+            if let Some(pending) = waiting.pop() {
+                let reply = self.answer(pending.msg, pending.from, pending.peer_address, &mut connections).await;
+                let _ = pending.reply_tx.send(reply);
+                continue;
+            }
             tokio::select! {
                 event = server_events.recv() => match event {
-                    Some(ServerEvent::PeerHandshake { msg, from, peer_address, reply_tx, .. }) => {
-                        let reply = self.answer(msg, from, peer_address, &mut connections).await;
-                        let _ = reply_tx.send(reply);
-                    }
-                    // No holepunching: this server advertises an open firewall.
-                    Some(ServerEvent::PeerHolepunch { reply_tx, .. }) => { let _ = reply_tx.send(None); }
-                    Some(_) => {}
+                    Some(event) => self.intake(event, &mut waiting),
                     None => break,
                 },
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
                 _ = crate::server::closed(&mut shutdown) => break,
             }
         }
+        // Handshakes still waiting get no answer (their senders see an empty reply).
+        drop(waiting);
         // Let every connection say goodbye, then make sure none outlives the server.
         join_all_within(&mut connections, Duration::from_millis(1500)).await;
+    }
+
+    /// Cheap work only: a duplicate is answered from the cache, a handshake beyond the
+    /// bound is dropped, the rest wait for `answer`.
+    fn intake(&mut self, event: ServerEvent, waiting: &mut Waiting) {
+        match event {
+            ServerEvent::PeerHandshake { msg, from, peer_address, reply_tx, .. } => {
+                if let Some(cached) = self.replies.get(&msg.noise) {
+                    let _ = reply_tx.send(cached);
+                    return;
+                }
+                if let Err(dropped) = waiting.push(PendingHandshake { msg, from, peer_address, reply_tx }) {
+                    self.context.stats.handshakes_dropped.inc();
+                    let _ = dropped.reply_tx.send(None);
+                }
+            }
+            // No holepunching: this server advertises an open firewall.
+            ServerEvent::PeerHolepunch { reply_tx, .. } => {
+                let _ = reply_tx.send(None);
+            }
+            _ => {}
+        }
     }
 
     async fn answer(
@@ -231,12 +285,13 @@ impl Handshakes {
         peer_address: Option<Ipv4Peer>,
         connections: &mut JoinSet<()>,
     ) -> Option<Vec<u8>> {
+        // A duplicate that arrived while its first copy was waiting.
         if let Some(cached) = self.replies.get(&msg.noise) {
             return cached;
         }
-        let noise = msg.noise.clone();
+        let key = ReplyCache::key(&msg.noise);
         let reply = self.handshake(msg, from, peer_address, connections).await;
-        self.replies.insert(noise, reply.clone());
+        self.replies.insert(key, reply.clone());
         reply
     }
 
@@ -346,36 +401,94 @@ impl Handshakes {
     }
 }
 
-/// Replies by incoming Noise message, bounded in count and age.
+/// A handshake taken from peeroxide's queue, waiting for its Noise step.
+struct PendingHandshake {
+    msg: HandshakeMessage,
+    from: Ipv4Peer,
+    peer_address: Option<Ipv4Peer>,
+    reply_tx: tokio::sync::oneshot::Sender<Option<Vec<u8>>>,
+}
+
+/// The bounded queue of [`PendingHandshake`]s, oldest first.
+#[derive(Default)]
+struct Waiting {
+    queue: VecDeque<PendingHandshake>,
+    bytes: usize,
+}
+
+impl Waiting {
+    /// Queues the handshake, or gives it back when the queue is full.
+    fn push(&mut self, pending: PendingHandshake) -> Result<(), PendingHandshake> {
+        let size = pending.msg.noise.len();
+        if self.queue.len() >= MAX_WAITING_HANDSHAKES || self.bytes + size > MAX_WAITING_BYTES {
+            return Err(pending);
+        }
+        self.bytes += size;
+        self.queue.push_back(pending);
+        Ok(())
+    }
+
+    fn pop(&mut self) -> Option<PendingHandshake> {
+        let pending = self.queue.pop_front()?;
+        self.bytes -= pending.msg.noise.len();
+        Some(pending)
+    }
+}
+
+/// Replies by a hash of the incoming Noise message (never the message itself, which may
+/// be 64 KiB), bounded in count, bytes and age.
 struct ReplyCache {
-    entries: HashMap<Vec<u8>, (Instant, Option<Vec<u8>>)>,
-    order: VecDeque<Vec<u8>>,
+    entries: HashMap<[u8; 32], (Instant, Option<Vec<u8>>)>,
+    order: VecDeque<[u8; 32]>,
     capacity: usize,
+    max_bytes: usize,
+    bytes: usize,
     ttl: Duration,
 }
 
 impl ReplyCache {
-    fn new(capacity: usize, ttl: Duration) -> Self {
-        Self { entries: HashMap::new(), order: VecDeque::new(), capacity, ttl }
+    fn new(capacity: usize, max_bytes: usize, ttl: Duration) -> Self {
+        Self { entries: HashMap::new(), order: VecDeque::new(), capacity, max_bytes, bytes: 0, ttl }
+    }
+
+    /// BLAKE2b-256: a peer cannot make two messages share an entry.
+    fn key(noise: &[u8]) -> [u8; 32] {
+        hash(noise)
+    }
+
+    /// What an entry costs: its key, its time and its reply.
+    fn cost(reply: &Option<Vec<u8>>) -> usize {
+        std::mem::size_of::<([u8; 32], Instant, Option<Vec<u8>>)>() + reply.as_ref().map_or(0, Vec::len)
     }
 
     fn get(&mut self, noise: &[u8]) -> Option<Option<Vec<u8>>> {
         self.expire();
-        self.entries.get(noise).map(|(_, reply)| reply.clone())
+        self.entries.get(&Self::key(noise)).map(|(_, reply)| reply.clone())
     }
 
-    fn insert(&mut self, noise: Vec<u8>, reply: Option<Vec<u8>>) {
+    fn insert(&mut self, key: [u8; 32], reply: Option<Vec<u8>>) {
         self.expire();
-        while self.entries.len() >= self.capacity {
-            match self.order.pop_front() {
-                Some(oldest) => {
-                    self.entries.remove(&oldest);
-                }
-                None => break,
+        let cost = Self::cost(&reply);
+        // The first answer stands (and keeps its one place in `order`).
+        if cost > self.max_bytes || self.entries.contains_key(&key) {
+            return;
+        }
+        while self.entries.len() >= self.capacity || self.bytes + cost > self.max_bytes {
+            if !self.evict_oldest() {
+                break;
             }
         }
-        self.order.push_back(noise.clone());
-        self.entries.insert(noise, (Instant::now(), reply));
+        self.bytes += cost;
+        self.order.push_back(key);
+        self.entries.insert(key, (Instant::now(), reply));
+    }
+
+    fn evict_oldest(&mut self) -> bool {
+        let Some(oldest) = self.order.pop_front() else { return false };
+        if let Some((_, reply)) = self.entries.remove(&oldest) {
+            self.bytes -= Self::cost(&reply);
+        }
+        true
     }
 
     fn expire(&mut self) {
@@ -383,9 +496,7 @@ impl ReplyCache {
             match self.entries.get(oldest) {
                 Some((at, _)) if at.elapsed() < self.ttl => break,
                 _ => {
-                    if let Some(oldest) = self.order.pop_front() {
-                        self.entries.remove(&oldest);
-                    }
+                    self.evict_oldest();
                 }
             }
         }
@@ -396,23 +507,91 @@ impl ReplyCache {
 mod tests {
     use super::*;
 
+    fn insert(cache: &mut ReplyCache, noise: &[u8], reply: Option<Vec<u8>>) {
+        cache.insert(ReplyCache::key(noise), reply);
+    }
+
     #[test]
     fn reply_cache_is_bounded_and_remembers_drops() {
-        let mut cache = ReplyCache::new(2, Duration::from_secs(60));
-        cache.insert(vec![1], Some(vec![10]));
-        cache.insert(vec![2], None);
+        let mut cache = ReplyCache::new(2, 1 << 20, Duration::from_secs(60));
+        insert(&mut cache, &[1], Some(vec![10]));
+        insert(&mut cache, &[2], None);
         assert_eq!(cache.get(&[1]), Some(Some(vec![10])));
         assert_eq!(cache.get(&[2]), Some(None));
-        cache.insert(vec![3], Some(vec![30]));
+        insert(&mut cache, &[3], Some(vec![30]));
         assert_eq!(cache.get(&[1]), None, "the oldest entry makes room");
         assert_eq!(cache.entries.len(), 2);
     }
 
     #[test]
     fn reply_cache_expires() {
-        let mut cache = ReplyCache::new(8, Duration::from_millis(0));
-        cache.insert(vec![1], None);
+        let mut cache = ReplyCache::new(8, 1 << 20, Duration::from_millis(0));
+        insert(&mut cache, &[1], None);
         assert_eq!(cache.get(&[1]), None);
         assert!(cache.order.is_empty());
+        assert_eq!(cache.bytes, 0);
+    }
+
+    #[test]
+    fn reply_cache_keeps_a_hash_of_the_message_not_the_message() {
+        // The largest Noise message a UDP datagram carries: it used to be kept twice.
+        let noise = vec![7u8; 64 * 1024];
+        let mut cache = ReplyCache::new(1024, 1 << 20, Duration::from_secs(60));
+        insert(&mut cache, &noise, None);
+        assert_eq!(cache.get(&noise), Some(None));
+        let mut other = noise.clone();
+        other[0] = 8;
+        assert_eq!(cache.get(&other), None, "one byte apart is another handshake");
+        assert!(cache.bytes < 128, "an entry costs {} bytes", cache.bytes);
+        assert!(cache.entries.keys().chain(cache.order.iter()).all(|key| key.len() == 32));
+    }
+
+    #[test]
+    fn reply_cache_is_bounded_in_bytes() {
+        let reply = Some(vec![0u8; 1000]);
+        let per_entry = ReplyCache::cost(&reply);
+        let mut cache = ReplyCache::new(1024, 10 * per_entry, Duration::from_secs(60));
+        for i in 0..100u32 {
+            insert(&mut cache, &i.to_le_bytes(), reply.clone());
+            assert!(cache.bytes <= 10 * per_entry);
+        }
+        assert_eq!(cache.entries.len(), 10);
+        assert_eq!(cache.get(&99u32.to_le_bytes()), Some(reply.clone()), "the newest stay");
+        assert_eq!(cache.get(&89u32.to_le_bytes()), None);
+        // The first answer to a message stands.
+        insert(&mut cache, &99u32.to_le_bytes(), None);
+        assert_eq!(cache.get(&99u32.to_le_bytes()), Some(reply.clone()));
+        assert_eq!((cache.entries.len(), cache.order.len(), cache.bytes), (10, 10, 10 * per_entry));
+        // A reply larger than the whole budget is not kept.
+        insert(&mut cache, b"big", Some(vec![0; 20 * per_entry]));
+        assert_eq!(cache.get(b"big"), None);
+    }
+
+    fn pending(noise_len: usize) -> PendingHandshake {
+        let (reply_tx, _) = tokio::sync::oneshot::channel();
+        PendingHandshake {
+            msg: HandshakeMessage { mode: MODE_REPLY, noise: vec![0; noise_len], peer_address: None, relay_address: None },
+            from: Ipv4Peer { host: "127.0.0.1".into(), port: 1 },
+            peer_address: None,
+            reply_tx,
+        }
+    }
+
+    #[test]
+    fn the_waiting_queue_is_bounded_in_count_and_bytes() {
+        let mut waiting = Waiting::default();
+        for _ in 0..MAX_WAITING_HANDSHAKES {
+            assert!(waiting.push(pending(100)).is_ok());
+        }
+        assert!(waiting.push(pending(100)).is_err(), "one more than the count");
+        while waiting.pop().is_some() {}
+        assert_eq!(waiting.bytes, 0);
+        let big = MAX_WAITING_BYTES / 4;
+        for _ in 0..4 {
+            assert!(waiting.push(pending(big)).is_ok());
+        }
+        assert!(waiting.push(pending(1)).is_err(), "one byte more than the budget");
+        assert_eq!(waiting.pop().map(|p| p.msg.noise.len()), Some(big), "oldest first");
+        assert!(waiting.push(pending(1)).is_ok());
     }
 }
