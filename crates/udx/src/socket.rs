@@ -38,6 +38,11 @@ pub struct Datagram {
 /// Called from the receive task for every non-UDX datagram; must not block.
 pub type DatagramHandler = Arc<dyn Fn(&[u8], SocketAddr) + Send + Sync>;
 
+/// Sees every non-UDX datagram before the handler (receive task; must not block) and
+/// returns `true` to keep it from the handler: lets a second user of a socket (a DHT
+/// server next to the DHT) take the messages that are its own.
+pub type DatagramFilter = Arc<dyn Fn(&[u8], SocketAddr) -> bool + Send + Sync>;
+
 /// A bound UDP socket carrying UDX streams and datagrams. Cheap to clone; the socket
 /// stops receiving when `close` is called or the last clone (streams hold one) is gone.
 #[derive(Clone)]
@@ -50,6 +55,7 @@ pub(crate) struct SocketInner {
     local_addr: SocketAddr,
     routes: RwLock<HashMap<u32, Arc<StreamShared>>>,
     on_datagram: RwLock<Option<DatagramHandler>>,
+    filter: RwLock<Option<DatagramFilter>>,
     closed: AtomicBool,
     stop: Arc<Notify>,
     pub(crate) stats: SocketStats,
@@ -88,6 +94,7 @@ impl Socket {
             local_addr,
             routes: RwLock::new(HashMap::new()),
             on_datagram: RwLock::new(None),
+            filter: RwLock::new(None),
             closed: AtomicBool::new(false),
             stop: stop.clone(),
             stats: SocketStats::default(),
@@ -105,9 +112,31 @@ impl Socket {
         *self.inner.on_datagram.write().unwrap_or_else(|e| e.into_inner()) = Some(handler);
     }
 
+    /// Stops handing non-UDX datagrams to a handler; they are dropped from now on.
+    pub fn remove_datagram_handler(&self) {
+        *self.inner.on_datagram.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Sets (or with `None` removes) the filter that sees non-UDX datagrams before the
+    /// handler and may keep them from it.
+    pub fn set_datagram_filter(&self, filter: Option<DatagramFilter>) {
+        *self.inner.filter.write().unwrap_or_else(|e| e.into_inner()) = filter;
+    }
+
     /// Sends a datagram now, in order with everything else sent on this socket.
     pub fn send_to(&self, data: &[u8], addr: SocketAddr) -> Result<(), UdxError> {
         self.inner.send_to(data, addr).map_err(UdxError::Io)
+    }
+
+    /// Sends one datagram with its own IP time-to-live (a NAT-opening probe meant to
+    /// expire on the way), then restores the socket's TTL.
+    pub fn send_to_with_ttl(&self, data: &[u8], addr: SocketAddr, ttl: u32) -> Result<(), UdxError> {
+        let previous = self.inner.udp.ttl()?;
+        self.inner.udp.set_ttl(ttl)?;
+        let sent = self.inner.send_to(data, addr);
+        let restored = self.inner.udp.set_ttl(previous);
+        sent.map_err(UdxError::Io)?;
+        Ok(restored?)
     }
 
     pub fn set_ttl(&self, ttl: u32) -> Result<(), UdxError> {
@@ -126,7 +155,8 @@ impl Socket {
         self.inner.stop.notify_one();
         let streams: Vec<_> = self.inner.routes.write().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
         for stream in streams {
-            stream.destroy_now();
+            // A stream still listening on other sockets only loses this one.
+            stream.socket_closed(&self.inner);
         }
     }
 
@@ -198,6 +228,10 @@ impl SocketInner {
         Ok(())
     }
 
+    pub(crate) fn is_registered(&self, id: u32, stream: &Arc<StreamShared>) -> bool {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).get(&id).is_some_and(|s| Arc::ptr_eq(s, stream))
+    }
+
     pub(crate) fn unregister(&self, id: u32, stream: &Arc<StreamShared>) {
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         if routes.get(&id).is_some_and(|s| Arc::ptr_eq(s, stream)) {
@@ -233,6 +267,7 @@ async fn recv_loop(udp: Arc<UdpSocket>, socket: Weak<SocketInner>, stop: Arc<Not
             return;
         }
         let handler = inner.on_datagram.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let filter = inner.filter.read().unwrap_or_else(|e| e.into_inner()).clone();
         for _ in 0..RECV_BATCH {
             let (n, from) = match udp.try_recv_from(&mut buf) {
                 Ok(r) => r,
@@ -254,6 +289,9 @@ async fn recv_loop(udp: Arc<UdpSocket>, socket: Weak<SocketInner>, stop: Arc<Not
                     }
                 },
                 None => {
+                    if filter.as_ref().is_some_and(|filter| filter(datagram, from)) {
+                        continue;
+                    }
                     if let Some(handler) = &handler {
                         handler(datagram, from);
                     }

@@ -22,7 +22,8 @@ use crate::packet::{self, Packet, FLAG_DESTROY, FLAG_MESSAGE};
 use crate::socket::{Socket, SocketInner};
 use crate::UdxError;
 
-/// Decides whether the first packet from `addr` may connect a listening stream.
+/// Decides whether the first packet from `addr`, received on the given socket, may connect
+/// a listening stream (which then sends from that socket).
 pub type FirewallHook = Box<dyn FnMut(&Socket, SocketAddr) -> bool + Send>;
 
 /// After our END is acknowledged, a dropped stream waits this long for the peer's END
@@ -41,7 +42,11 @@ pub(crate) struct StreamShared {
 }
 
 struct State {
+    /// Where the stream sends from; while listening, one of the sockets it listens on.
     socket: Socket,
+    /// While listening: the other sockets this stream also accepts its first packet on
+    /// (a server that does not know yet which of its sockets a peer will reach).
+    also_on: Vec<Socket>,
     cfg: Config,
     remote_id: u32,
     remote_addr: Option<SocketAddr>,
@@ -81,12 +86,13 @@ impl StreamShared {
             if st.early_close.is_some() {
                 return false;
             }
-            let sock = st.socket.clone();
+            let sock = Socket { inner: socket.clone() };
             let accepted = st.firewall.as_mut().is_some_and(|hook| hook(&sock, from));
             if !accepted {
                 return false;
             }
             st.firewall = None;
+            self.settle_on(&mut st, sock);
             st.remote_addr = Some(from);
             let mut cfg = st.cfg.clone();
             cfg.ipv6 = from.is_ipv6();
@@ -118,6 +124,39 @@ impl StreamShared {
             }
         }
         true
+    }
+
+    /// Makes `socket` the one the stream sends from and leaves every other socket it
+    /// listened on.
+    fn settle_on(self: &Arc<Self>, st: &mut State, socket: Socket) {
+        let mut others = std::mem::take(&mut st.also_on);
+        if !Arc::ptr_eq(&st.socket.inner, &socket.inner) {
+            others.push(std::mem::replace(&mut st.socket, socket));
+        }
+        for other in others {
+            if !Arc::ptr_eq(&other.inner, &st.socket.inner) {
+                other.inner.unregister(self.id, self);
+            }
+        }
+    }
+
+    /// One of the sockets this stream is registered on was closed (its routes are gone).
+    /// A listening stream with other sockets left keeps listening on those.
+    pub(crate) fn socket_closed(self: &Arc<Self>, closed: &Arc<SocketInner>) {
+        {
+            let mut st = self.lock();
+            if st.conn.is_none() && !st.finished {
+                st.also_on.retain(|s| !Arc::ptr_eq(&s.inner, closed));
+                if !Arc::ptr_eq(&st.socket.inner, closed) {
+                    return;
+                }
+                if let Some(next) = st.also_on.pop() {
+                    st.socket = next;
+                    return;
+                }
+            }
+        }
+        self.destroy_now();
     }
 
     /// Sends what the batch's packets made due (ACKs, unblocked data) and re-arms timers.
@@ -208,6 +247,9 @@ impl StreamShared {
     fn unregister(self: &Arc<Self>, st: &mut State) {
         st.finished = true;
         st.socket.inner.unregister(self.id, self);
+        for other in std::mem::take(&mut st.also_on) {
+            other.inner.unregister(self.id, self);
+        }
         st.relay_to = None;
         for w in [st.read_waker.take(), st.write_waker.take()].into_iter().flatten() {
             w.wake();
@@ -318,6 +360,7 @@ impl Stream {
             id: local_id,
             state: Mutex::new(State {
                 socket: socket.clone(),
+                also_on: Vec::new(),
                 cfg,
                 remote_id,
                 remote_addr,
@@ -359,6 +402,59 @@ impl Stream {
 
     pub fn listen_with(socket: &Socket, local_id: u32, remote_id: u32, firewall: FirewallHook, cfg: Config) -> Result<Stream, UdxError> {
         Self::create(socket, local_id, remote_id, None, Some(firewall), cfg)
+    }
+
+    /// A listening stream that accepts its first packet on any of `sockets` (at least
+    /// one); it then sends from the socket that packet came in on and leaves the others.
+    pub fn listen_on(sockets: &[Socket], local_id: u32, remote_id: u32, firewall: FirewallHook, cfg: Config) -> Result<Stream, UdxError> {
+        let (first, rest) = sockets.split_first().ok_or(UdxError::SocketClosed)?;
+        let stream = Self::create(first, local_id, remote_id, None, Some(firewall), cfg)?;
+        for socket in rest {
+            stream.listen_also(socket)?;
+        }
+        Ok(stream)
+    }
+
+    /// Makes a listening stream accept its first packet on `socket` too (a socket opened
+    /// after the stream, e.g. for holepunching). A no-op once the stream is connected.
+    pub fn listen_also(&self, socket: &Socket) -> Result<(), UdxError> {
+        let mut st = self.shared.lock();
+        if st.conn.is_some() {
+            return Ok(());
+        }
+        if st.finished || st.early_close.is_some() {
+            return Err(UdxError::StreamClosed);
+        }
+        if Arc::ptr_eq(&st.socket.inner, &socket.inner) || st.also_on.iter().any(|s| Arc::ptr_eq(&s.inner, &socket.inner)) {
+            return Ok(());
+        }
+        socket.inner.register(self.shared.id, self.shared.clone())?;
+        st.also_on.push(socket.clone());
+        Ok(())
+    }
+
+    /// Connects a listening stream to `addr` through `socket` now, without waiting for a
+    /// packet (the peer was found some other way, e.g. by a holepunch probe). Fails if it
+    /// is connected already or closed.
+    pub fn connect_to(&self, socket: &Socket, addr: SocketAddr) -> Result<(), UdxError> {
+        let mut st = self.shared.lock();
+        if st.conn.is_some() || st.finished || st.early_close.is_some() {
+            return Err(UdxError::StreamClosed);
+        }
+        if !socket.inner.is_registered(self.shared.id, &self.shared) {
+            socket.inner.register(self.shared.id, self.shared.clone())?;
+        }
+        st.firewall = None;
+        self.shared.settle_on(&mut st, socket.clone());
+        st.remote_addr = Some(addr);
+        let mut cfg = st.cfg.clone();
+        cfg.ipv6 = addr.is_ipv6();
+        st.conn = Some(Conn::new(now(), st.remote_id, cfg));
+        if let Some(w) = st.write_waker.take() {
+            w.wake();
+        }
+        self.shared.flush(&mut st);
+        Ok(())
     }
 
     pub fn id(&self) -> u32 {
