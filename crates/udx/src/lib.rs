@@ -21,5 +21,5 @@ mod stream;
 
 pub use conn::{CloseReason, Config};
 pub use error::UdxError;
-pub use socket::{Datagram, Socket};
-pub use stream::{FirewallHook, Stream};
+pub use socket::{Datagram, DatagramFilter, DatagramHandler, Socket, WeakSocket};
+pub use stream::{FirewallHook, Stream, StreamHandle};

@@ -50,6 +50,19 @@ pub struct Socket {
     pub(crate) inner: Arc<SocketInner>,
 }
 
+/// A socket handle that does not keep the socket open (for callbacks installed on the
+/// socket itself, which would otherwise own it).
+#[derive(Clone)]
+pub struct WeakSocket {
+    inner: Weak<SocketInner>,
+}
+
+impl WeakSocket {
+    pub fn upgrade(&self) -> Option<Socket> {
+        self.inner.upgrade().map(|inner| Socket { inner })
+    }
+}
+
 pub(crate) struct SocketInner {
     pub(crate) udp: Arc<UdpSocket>,
     local_addr: SocketAddr,
@@ -105,6 +118,15 @@ impl Socket {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr
+    }
+
+    pub fn downgrade(&self) -> WeakSocket {
+        WeakSocket { inner: Arc::downgrade(&self.inner) }
+    }
+
+    /// Whether both handles are the same socket.
+    pub fn same(&self, other: &Socket) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Sets where non-UDX datagrams go (replacing any earlier handler).

@@ -140,6 +140,43 @@ impl StreamShared {
         }
     }
 
+    fn listen_also(self: &Arc<Self>, socket: &Socket) -> Result<(), UdxError> {
+        let mut st = self.lock();
+        if st.conn.is_some() {
+            return Ok(());
+        }
+        if st.finished || st.early_close.is_some() {
+            return Err(UdxError::StreamClosed);
+        }
+        if Arc::ptr_eq(&st.socket.inner, &socket.inner) || st.also_on.iter().any(|s| Arc::ptr_eq(&s.inner, &socket.inner)) {
+            return Ok(());
+        }
+        socket.inner.register(self.id, self.clone())?;
+        st.also_on.push(socket.clone());
+        Ok(())
+    }
+
+    fn connect_to(self: &Arc<Self>, socket: &Socket, addr: SocketAddr) -> Result<(), UdxError> {
+        let mut st = self.lock();
+        if st.conn.is_some() || st.finished || st.early_close.is_some() {
+            return Err(UdxError::StreamClosed);
+        }
+        if !socket.inner.is_registered(self.id, self) {
+            socket.inner.register(self.id, self.clone())?;
+        }
+        st.firewall = None;
+        self.settle_on(&mut st, socket.clone());
+        st.remote_addr = Some(addr);
+        let mut cfg = st.cfg.clone();
+        cfg.ipv6 = addr.is_ipv6();
+        st.conn = Some(Conn::new(now(), st.remote_id, cfg));
+        if let Some(w) = st.write_waker.take() {
+            w.wake();
+        }
+        self.flush(&mut st);
+        Ok(())
+    }
+
     /// One of the sockets this stream is registered on was closed (its routes are gone).
     /// A listening stream with other sockets left keeps listening on those.
     pub(crate) fn socket_closed(self: &Arc<Self>, closed: &Arc<SocketInner>) {
@@ -347,6 +384,28 @@ fn next_deadline(shared: &Arc<StreamShared>) -> Option<Option<Instant>> {
     Some(next)
 }
 
+/// A weak handle on a [`Stream`]: adds listening sockets or connects it while the stream
+/// lives; does nothing once it is gone.
+#[derive(Clone)]
+pub struct StreamHandle {
+    shared: std::sync::Weak<StreamShared>,
+}
+
+impl StreamHandle {
+    pub fn listen_also(&self, socket: &Socket) -> Result<(), UdxError> {
+        self.shared.upgrade().ok_or(UdxError::StreamClosed)?.listen_also(socket)
+    }
+
+    pub fn connect_to(&self, socket: &Socket, addr: SocketAddr) -> Result<(), UdxError> {
+        self.shared.upgrade().ok_or(UdxError::StreamClosed)?.connect_to(socket, addr)
+    }
+
+    /// Whether the stream has a peer (connected, or closed after it had one).
+    pub fn is_connected(&self) -> bool {
+        self.shared.upgrade().is_some_and(|s| s.lock().conn.is_some())
+    }
+}
+
 /// A UDX stream: a reliable byte stream to one remote stream.
 pub struct Stream {
     shared: Arc<StreamShared>,
@@ -418,43 +477,20 @@ impl Stream {
     /// Makes a listening stream accept its first packet on `socket` too (a socket opened
     /// after the stream, e.g. for holepunching). A no-op once the stream is connected.
     pub fn listen_also(&self, socket: &Socket) -> Result<(), UdxError> {
-        let mut st = self.shared.lock();
-        if st.conn.is_some() {
-            return Ok(());
-        }
-        if st.finished || st.early_close.is_some() {
-            return Err(UdxError::StreamClosed);
-        }
-        if Arc::ptr_eq(&st.socket.inner, &socket.inner) || st.also_on.iter().any(|s| Arc::ptr_eq(&s.inner, &socket.inner)) {
-            return Ok(());
-        }
-        socket.inner.register(self.shared.id, self.shared.clone())?;
-        st.also_on.push(socket.clone());
-        Ok(())
+        self.shared.listen_also(socket)
     }
 
     /// Connects a listening stream to `addr` through `socket` now, without waiting for a
     /// packet (the peer was found some other way, e.g. by a holepunch probe). Fails if it
     /// is connected already or closed.
     pub fn connect_to(&self, socket: &Socket, addr: SocketAddr) -> Result<(), UdxError> {
-        let mut st = self.shared.lock();
-        if st.conn.is_some() || st.finished || st.early_close.is_some() {
-            return Err(UdxError::StreamClosed);
-        }
-        if !socket.inner.is_registered(self.shared.id, &self.shared) {
-            socket.inner.register(self.shared.id, self.shared.clone())?;
-        }
-        st.firewall = None;
-        self.shared.settle_on(&mut st, socket.clone());
-        st.remote_addr = Some(addr);
-        let mut cfg = st.cfg.clone();
-        cfg.ipv6 = addr.is_ipv6();
-        st.conn = Some(Conn::new(now(), st.remote_id, cfg));
-        if let Some(w) = st.write_waker.take() {
-            w.wake();
-        }
-        self.shared.flush(&mut st);
-        Ok(())
+        self.shared.connect_to(socket, addr)
+    }
+
+    /// A handle for `listen_also`/`connect_to` from elsewhere (a holepuncher) that does
+    /// not keep the stream alive.
+    pub fn handle(&self) -> StreamHandle {
+        StreamHandle { shared: Arc::downgrade(&self.shared) }
     }
 
     pub fn id(&self) -> u32 {

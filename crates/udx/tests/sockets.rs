@@ -158,3 +158,31 @@ async fn a_listening_stream_can_be_connected_explicitly() {
     }
     assert_eq!((a.stream_count(), b.stream_count()), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weak_handles_do_not_keep_sockets_or_streams() {
+    let a = Socket::bind(localhost()).unwrap();
+    let weak = a.downgrade();
+    assert!(weak.upgrade().is_some_and(|s| s.same(&a)));
+    let b = Socket::bind(localhost()).unwrap();
+    let stream = Stream::listen(&a, 60, 61, Box::new(|_, _| true)).unwrap();
+    let handle = stream.handle();
+    handle.listen_also(&b).unwrap();
+    assert_eq!(b.stream_count(), 1);
+    assert!(!handle.is_connected());
+    handle.connect_to(&b, "127.0.0.1:9".parse().unwrap()).unwrap();
+    assert!(handle.is_connected());
+    assert_eq!((a.stream_count(), b.stream_count()), (0, 1));
+    stream.destroy();
+    drop(stream);
+    drop(a);
+    // The stream's timer task lets go of it once it has unregistered.
+    for _ in 0..400 {
+        if handle.listen_also(&b).is_err() && weak.upgrade().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(weak.upgrade().is_none());
+    assert!(handle.connect_to(&b, "127.0.0.1:9".parse().unwrap()).is_err());
+}
