@@ -145,11 +145,11 @@ impl Session {
                             Ok(true) => {}
                             // The peer closed the channel: the JS server ends the socket, and
                             // its listeners see the peer's reset.
-                            Ok(false) => break Err(peer_went_away()),
+                            Ok(false) => break Err(ConnectionErrorKind::reset()),
                             Err(error) => break Err(error),
                         }
                     }
-                    None => break Err(peer_went_away()),
+                    None => break Err(ConnectionErrorKind::reset()),
                     Some(Err(error)) => break Err(error),
                 },
                 Some(_) = requests.join_next(), if !requests.is_empty() => {}
@@ -367,10 +367,6 @@ fn protocol_error(err: mux::MuxError) -> ConnectionErrorKind {
 
 /// How the reference reports a scraper that ended the connection (its UDX stream's
 /// ECONNRESET), so that connection-error then connection-close match it.
-fn peer_went_away() -> ConnectionErrorKind {
-    ConnectionErrorKind::new("ECONNRESET", "connection reset by peer")
-}
-
 fn frame_len_for(id: u64, text: &str) -> usize {
     mux::message_header_len(LOCAL_CHANNEL, rpc::RESPONSE_MESSAGE)
         + rpc::ok_response_header_len(id)

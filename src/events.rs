@@ -36,6 +36,12 @@ impl ConnectionErrorKind {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self { code, message: message.into() }
     }
+
+    /// The peer went away (its stream reset, or its channel closed), as a JS socket
+    /// reports it.
+    pub fn reset() -> Self {
+        Self::new("ECONNRESET", "connection reset by peer")
+    }
 }
 
 /// Receives every event; the napi layer fills it with a threadsafe function.

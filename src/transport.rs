@@ -80,6 +80,10 @@ pub fn stream_error(err: &SecretStreamError) -> ConnectionErrorKind {
         SecretStreamError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             ConnectionErrorKind::new("ETIMEDOUT", io.to_string())
         }
+        // The peer destroyed its stream (UDX DESTROY), as a JS socket reports it.
+        SecretStreamError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionReset => {
+            ConnectionErrorKind::reset()
+        }
         SecretStreamError::Io(io) => ConnectionErrorKind::new("ERR_STREAM", io.to_string()),
         other => ConnectionErrorKind::new("ERR_STREAM", other.to_string()),
     }
