@@ -119,15 +119,43 @@ declare namespace DhtPromClient {
   export interface RegisterAliasSuccessEvent {
     /** Whether the scraper's entry changed. */
     updated: boolean
-    /** Which scraper registered us (beyond the reference: there may be several). */
-    scraperPublicKey?: Buffer
+    /**
+     * Which scraper registered us (beyond the reference: there may be several). Own but
+     * non-enumerable, so the payload deep-equals the reference's `{ updated }`.
+     */
+    readonly scraperPublicKey: Buffer
   }
 
   /** A failed alias registration. */
   export interface RegisterAliasError extends Error {
     code?: string
-    /** Which scraper failed (beyond the reference: there may be several). */
-    scraperPublicKey?: Buffer
+    /** Which scraper failed (beyond the reference); non-enumerable. */
+    readonly scraperPublicKey: Buffer
+  }
+
+  /** Emitted on `client.aliasClient` before each registration attempt. */
+  export interface AliasAttemptEvent {
+    alias: string
+    /** The key being registered: `client.publicKey`. */
+    targetKey: Buffer
+    hostname: string
+    service: string
+    /** Unique to the attempt. */
+    uid: string
+    /** Which scraper is being registered with (beyond the reference); non-enumerable. */
+    readonly scraperPublicKey: Buffer
+  }
+
+  /** `client.aliasClient`: the fields of the reference's AliasRpcClient, and its event. */
+  export interface AliasClient extends EventEmitter {
+    /** The (first) scraper's public key. */
+    readonly serverPubKey: Buffer
+    readonly secret: Buffer
+    readonly rpcClient: ProtomuxRpcClient | null
+    on (event: 'alias-attempt', listener: (payload: AliasAttemptEvent) => void): this
+    on (event: string | symbol, listener: (...args: any[]) => void): this
+    once (event: 'alias-attempt', listener: (payload: AliasAttemptEvent) => void): this
+    once (event: string | symbol, listener: (...args: any[]) => void): this
   }
 
   /** Event names and the payload each is emitted with. */
@@ -141,6 +169,10 @@ declare namespace DhtPromClient {
     'metrics-success': ConnectionEvent
     'metrics-error': MetricsErrorEvent
     'firewall-block': FirewallBlockEvent
+    /** After ready() has opened the client, before ready() resolves (as ready-resource). */
+    'ready': undefined
+    /** When close() is done, before it resolves (as ready-resource). */
+    'close': undefined
   }
 
   /** The logger `registerLogger` writes to (a pino logger fits). */
@@ -190,23 +222,30 @@ declare class DhtPromClient extends EventEmitter {
   /** The function each scrape calls (it may be replaced). */
   getMetrics: DhtPromClient.GetMetrics
   readonly dht: DhtPromClient.HyperDHT | DhtPromClient.DhtOptions
-  /** The (first) scraper's public key. */
+  /** The (first) scraper's public key (the very Buffer given, as the reference keeps it). */
   readonly scraperPublicKey: Buffer
   /** Every scraper's public key. */
   readonly scraperPublicKeys: Buffer[]
   readonly alias: string
   readonly service: string
   readonly hostname: string
+  /** As given (the alias is re-registered as often as `setInterval` reads it). */
   readonly registerIntervalMs: number
   readonly includeOwnMetrics: boolean
   /** Where `'alias-attempt'` is emitted, as on the reference. */
-  readonly aliasClient: EventEmitter
+  readonly aliasClient: DhtPromClient.AliasClient
+  /** As ready-resource: null until ready() / close() is first called, then its promise. */
+  readonly opening: Promise<void> | null
+  readonly closing: Promise<void> | null
   readonly opened: boolean
   readonly closed: boolean
 
-  /** Starts the metrics server and the alias registration. */
+  /**
+   * Starts the metrics server and the alias registration; the same promise every call.
+   * After close() has been called it resolves without starting anything (as ready-resource).
+   */
   ready (): Promise<void>
-  /** Stops everything and destroys the dht. Idempotent. */
+  /** Stops everything and destroys the dht. Idempotent: the same promise every call. */
   close (): Promise<void>
   /** Logs every event as the reference does; debug lines only if `logger.level === 'debug'` now. */
   registerLogger (logger: DhtPromClient.Logger): void
@@ -224,6 +263,7 @@ declare class DhtPromClient extends EventEmitter {
   removeListener<E extends keyof DhtPromClient.Events> (event: E, listener: (payload: DhtPromClient.Events[E]) => void): this
   removeListener (event: string | symbol, listener: (...args: any[]) => void): this
   emit<E extends keyof DhtPromClient.Events> (event: E, payload: DhtPromClient.Events[E]): boolean
+  emit (event: 'ready' | 'close'): boolean
   emit (event: string | symbol, ...args: any[]): boolean
 }
 

@@ -5,7 +5,7 @@
 // - native: new DhtPromScraper({ bootstrap, host, keyPair }, clientPublicKey, { requestTimeoutMs }),
 //   the connection, protomux-rpc and decoding run in Rust.
 const binding = require('./binding.js')
-const { toKey, bootstrapList, describe } = require('./lib/options')
+const { toKey, keyBuffer, bootstrapList, describe } = require('./lib/options')
 
 const PROTOCOL_NAME = 'prometheus-metrics'
 
@@ -96,7 +96,7 @@ class DhtPromScraper {
   _start () {
     if (this._closed) return Promise.reject(Object.assign(new Error('scraper is closed'), { code: 'SCRAPER_CLOSED' }))
     if (this._starting === null) {
-      this._starting = binding.startScraper(this._nativeOptions, this.targetKey).then((native) => {
+      this._starting = binding.startScraper(this._nativeOptions, keyBuffer(this.targetKey)).then((native) => {
         this._native = native
         return native
       })
