@@ -5,6 +5,10 @@ const createTestnet = require('hyperdht/testnet')
 const HyperDHT = require('hyperdht')
 const ProtomuxRpcClient = require('protomux-rpc-client')
 const ReferenceScraper = require('dht-prom-client/scraper')
+const Hyperswarm = require('hyperswarm')
+const AliasRpcServer = require('dht-prom-alias-rpc')
+const ProtomuxRPC = require('protomux-rpc')
+const cenc = require('compact-encoding')
 
 async function setup ({ size = 3 } = {}) {
   const testnet = await createTestnet(size, { host: '127.0.0.1' })
@@ -24,6 +28,40 @@ async function setup ({ size = 3 } = {}) {
       const rpc = new ProtomuxRpcClient(dht, { requestTimeout })
       cleanups.push(() => rpc.close())
       return { scraper: new ReferenceScraper(rpc, clientPublicKey), rpc, dht, keyPair }
+    },
+    // The scraper side of dht-prometheus: one swarm with the scraper's key pair that runs
+    // the alias server (answering with `putAlias`, default: updated when the target changed).
+    async createAliasServer ({ keyPair = HyperDHT.keyPair(), secret, putAlias } = {}) {
+      const dht = env.createDht({ keyPair })
+      const swarm = new Hyperswarm({ keyPair, dht })
+      cleanups.push(() => swarm.destroy())
+      const aliases = new Map()
+      const calls = []
+      const server = new AliasRpcServer(swarm, secret, async (alias, targetPublicKey, hostname, service) => {
+        calls.push({ alias, targetPublicKey, hostname, service })
+        if (putAlias) return putAlias(alias, targetPublicKey, hostname, service)
+        const previous = aliases.get(alias)
+        aliases.set(alias, targetPublicKey)
+        return !previous || !previous.equals(targetPublicKey)
+      })
+      await swarm.listen()
+      return { keyPair, dht, swarm, server, calls }
+    },
+    // A real JS scraper (dht-prom-client/scraper) over one hyperdht socket the test can
+    // watch: protomux-rpc on it as protomux-rpc-client would set it up.
+    connectScraper (clientPublicKey, { keyPair = HyperDHT.keyPair(), dht = env.createDht({ keyPair }) } = {}) {
+      const socket = dht.connect(clientPublicKey, { keyPair })
+      const errors = []
+      socket.on('error', (err) => errors.push(err))
+      const closed = new Promise((resolve) => socket.once('close', resolve))
+      const rpc = new ProtomuxRPC(socket, { protocol: 'prometheus-metrics', id: Buffer.alloc(0), valueEncoding: cenc.none })
+      const rpcClient = {
+        makeRequest (_key, method, args, { requestEncoding, responseEncoding, timeout = 10000 }) {
+          return rpc.request(method, args, { requestEncoding, responseEncoding, timeout })
+        }
+      }
+      cleanups.push(() => socket.destroy())
+      return { scraper: new ReferenceScraper(rpcClient, clientPublicKey), socket, rpc, errors, closed, dht }
     },
     onCleanup (fn) { cleanups.push(fn) },
     async teardown () {
