@@ -105,15 +105,13 @@ impl MetricsServer {
         stats: Arc<Stats>,
     ) -> Result<Self, ServerError> {
         let server_events = node.take_server_events().ok_or(ServerError::AlreadyListening)?;
-        let socket = node
-            .handle()
-            .server_socket()
-            .await
-            .ok()
-            .flatten()
-            .ok_or(ServerError::NoSocket)?
-            .udx_socket()
-            .ok_or(ServerError::NoSocket)?;
+        let dht_socket = node.handle().server_socket().await.ok().flatten().ok_or(ServerError::NoSocket)?;
+        let socket = dht_socket.udx_socket().ok_or(ServerError::NoSocket)?;
+        // Datagrams a flood made the DHT's sockets drop (crates/libudx), in ownMetrics.
+        stats.add_datagram_drop_source(dht_socket.dropped_datagrams_counter());
+        if let Ok(Some(listen_socket)) = node.handle().listen_socket().await {
+            stats.add_datagram_drop_source(listen_socket.dropped_datagrams_counter());
+        }
         let public_key = config.key_pair.public_key;
         let target = hash(public_key.as_bytes());
         node.handle().register_server(&target);

@@ -1,6 +1,9 @@
 //! The addon's own metrics (prometheus crate), in a registry of their own so that they
 //! never mix with the user's metrics unless asked for (`includeOwnMetrics`).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 pub struct Stats {
@@ -13,6 +16,9 @@ pub struct Stats {
     pub alias_registrations: IntCounterVec,
     pub open_connections: IntGauge,
     pub metrics_pending: IntGauge,
+    datagrams_dropped: IntCounter,
+    /// The DHT sockets' own drop counters, summed into `datagrams_dropped` on render.
+    datagram_drop_sources: Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 impl Stats {
@@ -43,6 +49,10 @@ impl Stats {
         let metrics_pending = IntGauge::new("dht_prom_client_metrics_pending", "getMetrics calls waiting for their result")
             .unwrap_or_else(|_| unreachable_metric("metrics_pending"));
         let _ = registry.register(Box::new(metrics_pending.clone()));
+        let datagrams_dropped = counter(
+            "dht_prom_client_datagrams_dropped_total",
+            "DHT datagrams dropped because they came faster than the node takes them (a flood)",
+        );
         Self {
             registry,
             scrapes_served,
@@ -53,11 +63,26 @@ impl Stats {
             alias_registrations,
             open_connections,
             metrics_pending,
+            datagrams_dropped,
+            datagram_drop_sources: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts the drops of one more DHT socket (a counter the socket keeps).
+    pub fn add_datagram_drop_source(&self, source: Arc<AtomicU64>) {
+        if let Ok(mut sources) = self.datagram_drop_sources.lock() {
+            if !sources.iter().any(|known| Arc::ptr_eq(known, &source)) {
+                sources.push(source);
+            }
         }
     }
 
     /// Prometheus text exposition of every metric above.
     pub fn render(&self) -> String {
+        if let Ok(sources) = self.datagram_drop_sources.lock() {
+            let total: u64 = sources.iter().map(|source| source.load(Ordering::Relaxed)).sum();
+            self.datagrams_dropped.inc_by(total.saturating_sub(self.datagrams_dropped.get()));
+        }
         TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
 }
@@ -92,10 +117,23 @@ mod tests {
             "dht_prom_client_firewall_blocks_total 0",
             "dht_prom_client_handshakes_dropped_total 0",
             "dht_prom_client_metrics_pending 0",
+            "dht_prom_client_datagrams_dropped_total 0",
             "dht_prom_client_alias_registrations_total{result=\"success\"} 1",
             "dht_prom_client_open_connections 2",
         ] {
             assert!(text.contains(name), "{name} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn dropped_datagrams_are_read_from_the_sockets_counters() {
+        let stats = Stats::new();
+        let (a, b) = (Arc::new(AtomicU64::new(3)), Arc::new(AtomicU64::new(4)));
+        stats.add_datagram_drop_source(a.clone());
+        stats.add_datagram_drop_source(b.clone());
+        stats.add_datagram_drop_source(a.clone()); // the same socket twice counts once
+        assert!(stats.render().contains("dht_prom_client_datagrams_dropped_total 7"));
+        a.fetch_add(10, Ordering::Relaxed);
+        assert!(stats.render().contains("dht_prom_client_datagrams_dropped_total 17"));
     }
 }

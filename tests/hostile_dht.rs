@@ -27,6 +27,9 @@ use peeroxide_dht::noise_wrap::NoiseWrap;
 
 const BURST: usize = 1000;
 
+/// The tests measure this process's RSS and descriptors: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Fixed;
 
 impl MetricsSource for Fixed {
@@ -107,6 +110,7 @@ async fn wait_for(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_handshakes_from_random_keys_opens_nothing_and_every_one_is_accounted_for() {
+    let _serial = SERIAL.lock().await;
     let testnet = Testnet::new(3).await;
     let server_node = testnet.node().await;
     let server_keys = KeyPair::generate();
@@ -228,6 +232,84 @@ async fn a_burst_of_handshakes_from_random_keys_opens_nothing_and_every_one_is_a
     // Generous: the allocator keeps freed memory; a leak of the messages would be larger
     // and grow with BURST (the reply cache once kept ~1.3 KB per handshake, twice).
     assert!(rss_after < rss_before + 32 * 1024, "RSS {rss_before} -> {rss_after} KiB");
+
+    server.close().await;
+    scraper.close().await;
+    server_node.destroy().await;
+    scraper_node.destroy().await;
+    testnet.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_flood_at_the_dht_node_is_dropped_and_counted_and_memory_stays_flat() {
+    let _serial = SERIAL.lock().await;
+    let testnet = Testnet::new(3).await;
+    let server_node = testnet.node().await;
+    let server_keys = KeyPair::generate();
+    let scraper_keys = KeyPair::generate();
+    let stats = Arc::new(Stats::new());
+    let (sink, _events) = recording_sink();
+    let server = MetricsServer::listen(
+        server_node.clone(),
+        ServerConfig::new(server_keys.clone(), vec![scraper_keys.public_key]),
+        Arc::new(Fixed),
+        sink,
+        stats.clone(),
+    )
+    .await
+    .expect("server listens");
+    let scraper_node = testnet.node().await;
+    let scraper = Scraper::new(scraper_node.clone(), ScraperConfig::new(scraper_keys, server_keys.public_key));
+    assert!(scraper.request_metrics(RequestOptions::default()).await.expect("first scrape").is_success());
+
+    // DHT requests of 1 KB for an unknown command, as fast as one thread sends them: more
+    // than peeroxide-dht decodes, so without a bound they would queue in memory (measured
+    // before the bound: +125 MB in 5 s).
+    let address = server_node.local_address().await.expect("address");
+    let target = format!("{}:{}", address.host, address.port);
+    let datagrams: Vec<Vec<u8>> = (0..256u16)
+        .map(|tid| {
+            let request = Request {
+                tid,
+                to: address.clone(),
+                id: None,
+                token: None,
+                internal: false,
+                command: 99,
+                target: Some([tid as u8; 32]),
+                value: Some(vec![0; 1000]),
+            };
+            encode_request_to_bytes(&request).expect("request")
+        })
+        .collect();
+    let rss_before = rss_kib();
+    let flood = std::thread::spawn(move || {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("flood socket");
+        let started = Instant::now();
+        let mut sent = 0u64;
+        while started.elapsed() < Duration::from_secs(3) {
+            for datagram in &datagrams {
+                if socket.send_to(datagram, &target).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        sent
+    });
+    let mut scrapes = 0;
+    let mut rss_peak = rss_before;
+    while !flood.is_finished() {
+        let options = RequestOptions { timeout: Some(Duration::from_secs(5)), ..Default::default() };
+        assert!(scraper.request_metrics(options).await.expect("scrape during the flood").is_success());
+        scrapes += 1;
+        rss_peak = rss_peak.max(rss_kib());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = flood.join().expect("flood thread");
+    let dropped = counter(&stats, "dht_prom_client_datagrams_dropped_total");
+    eprintln!("flood: {sent} datagrams in 3 s, {dropped} dropped by the DHT sockets, {scrapes} scrapes during it; RSS {rss_before} -> peak {rss_peak} KiB");
+    assert!(dropped > 0, "{sent} sent, none dropped");
+    assert!(rss_peak < rss_before + 24 * 1024, "RSS {rss_before} -> peak {rss_peak} KiB");
 
     server.close().await;
     scraper.close().await;

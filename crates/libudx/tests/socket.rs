@@ -56,6 +56,44 @@ async fn datagrams_arrive_in_the_order_they_were_sent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_dropped_and_counted_beyond_the_rate_and_the_channel_stays_bounded() {
+    let runtime = UdxRuntime::new().expect("runtime");
+    let a = bound(&runtime).await;
+    let b = bound(&runtime).await;
+    let mut rx = b.recv_start().expect("recv_start");
+    let to = b.local_addr().await.expect("local_addr");
+    let started = std::time::Instant::now();
+    // 40 MB as fast as one socket sends it; nobody reads the channel meanwhile.
+    let datagram = vec![0x13; 1000];
+    for _ in 0..40_000 {
+        let _ = a.send_to(&datagram, to);
+    }
+    // Everything the kernel kept has been through the socket once the counts stop moving.
+    let mut last = (usize::MAX, u64::MAX);
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = (rx.len(), b.dropped_datagrams());
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (queued, dropped) = last;
+    // 4 MiB of burst plus 16 MiB a second; 5,000 datagrams plus 20,000 a second.
+    let byte_bound = 4.0 * 1048576.0 + 16.0 * 1048576.0 * elapsed;
+    assert!((queued * 1000) as f64 <= byte_bound + 1000.0, "{queued} queued in {elapsed:.2} s");
+    assert!(queued as f64 <= 5000.0 + 20000.0 * elapsed + 1.0, "{queued} queued in {elapsed:.2} s");
+    assert!(dropped > 0, "nothing dropped of 40,000 ({queued} queued in {elapsed:.2} s)");
+    assert_eq!(b.dropped_datagrams_counter().load(std::sync::atomic::Ordering::Relaxed), dropped);
+    // The rate refills: a datagram sent later is delivered.
+    while rx.try_recv().is_ok() {}
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.send_to(b"after", to).expect("send_to");
+    assert_eq!(next(&mut rx).await.data, b"after");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn datagrams_that_arrive_before_recv_start_are_delivered_first() {
     let runtime = UdxRuntime::new().expect("runtime");
     let a = bound(&runtime).await;
