@@ -1,12 +1,14 @@
 //! One UDP socket shared by many streams and by a datagram user (the DHT).
 //!
-//! A receive task drains the socket in batches into one reused buffer: UDX packets go to
-//! their stream by id; anything else goes to the datagram handler. After each batch every
-//! stream that received something sends its ACKs and whatever the ACKs unblocked, so a
-//! burst of packets costs one ACK per stream rather than one per packet.
+//! A receive task drains the socket in batches into reused buffers — `recvmmsg` and UDP
+//! GRO where the platform has them (through `quinn-udp`), so a burst of packets costs a
+//! few syscalls: UDX packets go to their stream by id; anything else goes to the datagram
+//! handler. After each batch every stream that received something sends its ACKs and
+//! whatever the ACKs unblocked, so a burst costs one ACK per stream, not one per packet.
+//! Streams send bursts of equal-sized packets with UDP GSO (one `sendmsg` for up to ~40).
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -18,11 +20,17 @@ use crate::packet;
 use crate::stream::StreamShared;
 use crate::UdxError;
 
-/// Receive buffer size: C's is 2048; DHT messages are small, but a datagram larger than
-/// the buffer would be truncated, so take the UDP maximum once.
+/// Receive buffer size: C's is 2048, but a GRO batch of packets arrives in one buffer and a
+/// datagram larger than the buffer would be truncated: the UDP maximum.
 const RECV_BUFFER: usize = 65536;
-/// Datagrams handled before the batch's ACKs go out.
-const RECV_BATCH: usize = 128;
+/// Buffers per `recvmmsg` at most. A socket starts with one and grows only while its
+/// batches come back full, so a quiet socket (a DHT socket, a holepunch probe socket)
+/// keeps 64 KiB, a busy one 512 KiB.
+const RECV_BUFFERS_MAX: usize = 8;
+/// `recvmmsg` calls before the batch's ACKs go out.
+const RECV_ROUNDS: usize = 16;
+/// Bytes in one GSO send at most (the kernel's limit is one UDP datagram, 64 KiB).
+pub(crate) const GSO_MAX_BYTES: usize = 60_000;
 /// Kernel buffers: a burst of a fast sender must fit (C uses 1 MiB / 208 KiB; the kernel
 /// clamps to net.core.rmem_max / wmem_max).
 const SO_RCVBUF: usize = 4 << 20;
@@ -65,6 +73,9 @@ impl WeakSocket {
 
 pub(crate) struct SocketInner {
     pub(crate) udp: Arc<UdpSocket>,
+    /// Batched, GSO/GRO-capable I/O on `udp`.
+    state: quinn_udp::UdpSocketState,
+    pub(crate) max_gso_segments: usize,
     local_addr: SocketAddr,
     routes: RwLock<HashMap<u32, Arc<StreamShared>>>,
     on_datagram: RwLock<Option<DatagramHandler>>,
@@ -101,9 +112,13 @@ impl Socket {
         raw.bind(&addr.into())?;
         let udp = Arc::new(UdpSocket::from_std(raw.into())?);
         let local_addr = udp.local_addr()?;
+        let state = quinn_udp::UdpSocketState::new((&*udp).into())?;
+        let max_gso_segments = state.max_gso_segments().clamp(1, 64);
         let stop = Arc::new(Notify::new());
         let inner = Arc::new(SocketInner {
             udp: udp.clone(),
+            state,
+            max_gso_segments,
             local_addr,
             routes: RwLock::new(HashMap::new()),
             on_datagram: RwLock::new(None),
@@ -230,6 +245,16 @@ impl SocketInner {
         socket2::SockRef::from(&*self.udp).send_to(data, &addr.into())
     }
 
+    /// Sends `contents`, several datagrams of `segment` bytes each (the last may be
+    /// shorter) when it is longer than one, with one syscall where GSO is available.
+    pub(crate) fn send_segments(&self, contents: &[u8], segment: usize, addr: SocketAddr) -> io::Result<()> {
+        if contents.len() <= segment {
+            return self.send_now(contents, addr).map(|_| ());
+        }
+        let transmit = quinn_udp::Transmit { destination: addr, ecn: None, contents, segment_size: Some(segment), src_ip: None };
+        self.state.try_send((&*self.udp).into(), &transmit)
+    }
+
     /// A dual-stack socket sends to IPv4 peers at their v4-mapped address.
     pub(crate) fn outgoing_addr(&self, addr: SocketAddr) -> SocketAddr {
         match (self.local_addr, addr) {
@@ -277,7 +302,8 @@ fn normalize(addr: SocketAddr) -> SocketAddr {
 }
 
 async fn recv_loop(udp: Arc<UdpSocket>, socket: Weak<SocketInner>, stop: Arc<Notify>) {
-    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; RECV_BUFFER]];
+    let mut meta = vec![quinn_udp::RecvMeta::default()];
     let mut touched: Vec<Arc<StreamShared>> = Vec::new();
     loop {
         tokio::select! {
@@ -290,38 +316,62 @@ async fn recv_loop(udp: Arc<UdpSocket>, socket: Weak<SocketInner>, stop: Arc<Not
         }
         let handler = inner.on_datagram.read().unwrap_or_else(|e| e.into_inner()).clone();
         let filter = inner.filter.read().unwrap_or_else(|e| e.into_inner()).clone();
-        for _ in 0..RECV_BATCH {
-            let (n, from) = match udp.try_recv_from(&mut buf) {
-                Ok(r) => r,
+        let others = Others { filter: filter.as_ref(), handler: handler.as_ref() };
+        for _ in 0..RECV_ROUNDS {
+            let received = {
+                let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+                udp.try_io(tokio::io::Interest::READABLE, || inner.state.recv((&*udp).into(), &mut slices, &mut meta))
+            };
+            let count = match received {
+                Ok(count) => count,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // ICMP errors (port unreachable) surface here on Linux: not fatal.
                 Err(_) => continue,
             };
-            let from = normalize(from);
-            let datagram = &buf[..n];
-            match packet::peek_stream_id(datagram) {
-                Some(id) => match inner.route(id) {
-                    Some(stream) => {
-                        if stream.on_packet(&inner, datagram, from) && !touched.iter().any(|s| Arc::ptr_eq(s, &stream)) {
-                            touched.push(stream);
-                        }
-                    }
-                    None => {
-                        inner.stats.unknown_stream_packets.fetch_add(1, Ordering::Relaxed);
-                    }
-                },
-                None => {
-                    if filter.as_ref().is_some_and(|filter| filter(datagram, from)) {
-                        continue;
-                    }
-                    if let Some(handler) = &handler {
-                        handler(datagram, from);
-                    }
+            for (buf, m) in bufs.iter().zip(&meta).take(count) {
+                let from = normalize(m.addr);
+                // A GRO batch holds several datagrams of `stride` bytes (the last shorter).
+                let stride = if m.stride == 0 { m.len } else { m.stride };
+                for datagram in buf[..m.len].chunks(stride.max(1)) {
+                    dispatch(&inner, datagram, from, &others, &mut touched);
                 }
+            }
+            if count == bufs.len() && bufs.len() < RECV_BUFFERS_MAX {
+                bufs.push(vec![0u8; RECV_BUFFER]);
+                meta.push(quinn_udp::RecvMeta::default());
             }
         }
         for stream in touched.drain(..) {
             stream.after_input();
+        }
+    }
+}
+
+/// Where a non-UDX datagram goes: the filter first, then the handler.
+struct Others<'a> {
+    filter: Option<&'a DatagramFilter>,
+    handler: Option<&'a DatagramHandler>,
+}
+
+fn dispatch(inner: &Arc<SocketInner>, datagram: &[u8], from: SocketAddr, others: &Others<'_>, touched: &mut Vec<Arc<StreamShared>>) {
+    match packet::peek_stream_id(datagram) {
+        Some(id) => match inner.route(id) {
+            Some(stream) => {
+                if stream.on_packet(inner, datagram, from) && !touched.iter().any(|s| Arc::ptr_eq(s, &stream)) {
+                    touched.push(stream);
+                }
+            }
+            None => {
+                inner.stats.unknown_stream_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        },
+        None => {
+            if others.filter.is_some_and(|filter| filter(datagram, from)) {
+                return;
+            }
+            if let Some(handler) = others.handler {
+                handler(datagram, from);
+            }
         }
     }
 }

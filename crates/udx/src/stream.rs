@@ -7,6 +7,7 @@
 //! twenty loopback round trips). The timer task sleeps until the connection's next
 //! deadline and is woken early only when that deadline moves closer.
 
+use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use tokio::sync::Notify;
 
 use crate::conn::{CloseReason, Config, Conn, Stats};
 use crate::packet::{self, Packet, FLAG_DESTROY, FLAG_MESSAGE};
-use crate::socket::{Socket, SocketInner};
+use crate::socket::{Socket, SocketInner, GSO_MAX_BYTES};
 use crate::UdxError;
 
 /// Decides whether the first packet from `addr`, received on the given socket, may connect
@@ -29,7 +30,21 @@ pub type FirewallHook = Box<dyn FnMut(&Socket, SocketAddr) -> bool + Send>;
 /// After our END is acknowledged, a dropped stream waits this long for the peer's END
 /// before it resets the stream.
 const LINGER: Duration = Duration::from_secs(2);
+/// Room for one packet (the MTU is at most 1500).
 const TX_BUFFER: usize = 2048;
+
+thread_local! {
+    /// Where a flush builds its burst of packets: `flush` never awaits, so one buffer per
+    /// thread serves every stream without an allocation per packet or per stream.
+    static BURST: RefCell<Vec<u8>> = RefCell::new(vec![0u8; GSO_MAX_BYTES + TX_BUFFER]);
+}
+
+/// A burst the kernel refused (its buffer full), resent first once the socket is writable.
+struct Stalled {
+    bytes: Vec<u8>,
+    segment: usize,
+    addr: SocketAddr,
+}
 
 fn now() -> Instant {
     tokio::time::Instant::now().into_std()
@@ -58,9 +73,7 @@ struct State {
     close_waker: Vec<Waker>,
     /// The deadline the timer task sleeps until.
     armed: Option<Instant>,
-    tx: Box<[u8; TX_BUFFER]>,
-    /// Length of a packet in `tx` the kernel refused (buffer full), to resend first.
-    stalled: Option<(usize, SocketAddr)>,
+    stalled: Option<Stalled>,
     /// The user dropped the handle: finish sending, then go.
     detached: bool,
     linger_until: Option<Instant>,
@@ -218,7 +231,7 @@ impl StreamShared {
 
     /// Sends everything the connection allows now, wakes waiters, re-arms the timer.
     fn flush(&self, st: &mut State) {
-        let State { conn, tx, stalled, socket, remote_addr, .. } = st;
+        let State { conn, stalled, socket, remote_addr, .. } = st;
         let (Some(conn), Some(addr)) = (conn.as_mut(), *remote_addr) else {
             // Not connected: nothing to send, but a close (destroyed while listening) must
             // still wake the waiters and the timer task, which unregisters the stream.
@@ -227,18 +240,7 @@ impl StreamShared {
         };
         if stalled.is_none() {
             let addr = socket.inner.outgoing_addr(addr);
-            let t = now();
-            while let Some(n) = conn.poll_transmit(t, &mut tx[..]) {
-                match socket.inner.send_now(&tx[..n], addr) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        *stalled = Some((n, addr));
-                        break;
-                    }
-                    // Unreachable and friends: the packet is lost; recovery resends it.
-                    Err(_) => {}
-                }
-            }
+            *stalled = BURST.with(|burst| send_burst(conn, &socket.inner, addr, &mut burst.borrow_mut()));
         }
         self.settle(st);
     }
@@ -297,13 +299,61 @@ impl StreamShared {
     }
 }
 
+/// Sends every packet the connection allows now, equal-sized runs of them as one GSO
+/// burst. Returns the burst the kernel refused, if it did.
+fn send_burst(conn: &mut Conn, socket: &SocketInner, addr: SocketAddr, buf: &mut [u8]) -> Option<Stalled> {
+    let now = now();
+    let max_segments = socket.max_gso_segments;
+    let (mut len, mut segment, mut count) = (0usize, 0usize, 0usize);
+    let send = |bytes: &[u8], segment: usize| match socket.send_segments(bytes, segment, addr) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Some(Stalled { bytes: bytes.to_vec(), segment, addr }),
+        // Unreachable and friends: the packets are lost; recovery resends them.
+        _ => None,
+    };
+    loop {
+        if count == max_segments || len + segment > GSO_MAX_BYTES {
+            if let Some(stalled) = send(&buf[..len], segment) {
+                return Some(stalled);
+            }
+            (len, count) = (0, 0);
+        }
+        let Some(n) = conn.poll_transmit(now, &mut buf[len..len + TX_BUFFER]) else { break };
+        if count > 0 && n > segment {
+            // A larger packet cannot join this burst: send the burst, start anew with it.
+            if let Some(stalled) = send(&buf[..len], segment) {
+                // The new packet is dropped with the refused burst; recovery resends it.
+                return Some(stalled);
+            }
+            buf.copy_within(len..len + n, 0);
+            (len, segment, count) = (n, n, 1);
+            continue;
+        }
+        if count == 0 {
+            segment = n;
+        }
+        len += n;
+        count += 1;
+        if n < segment {
+            // A shorter packet ends a burst.
+            if let Some(stalled) = send(&buf[..len], segment) {
+                return Some(stalled);
+            }
+            (len, count) = (0, 0);
+        }
+    }
+    if len > 0 {
+        return send(&buf[..len], segment);
+    }
+    None
+}
+
 /// The timer task: runs until the stream is closed and drained (or dropped and done).
 async fn run_timers(shared: Arc<StreamShared>) {
     loop {
-        // A packet the kernel refused goes first, once the socket is writable again.
+        // A burst the kernel refused goes first, once the socket is writable again.
         let stalled = {
             let st = shared.lock();
-            st.stalled.map(|_| st.socket.inner.udp.clone())
+            st.stalled.as_ref().map(|_| st.socket.inner.udp.clone())
         };
         if let Some(udp) = stalled {
             let writable = udp.writable().await;
@@ -312,11 +362,11 @@ async fn run_timers(shared: Arc<StreamShared>) {
                 shared.unregister(&mut st);
                 return;
             }
-            if let Some((n, addr)) = st.stalled {
-                let State { tx, socket, .. } = &mut *st;
-                match socket.inner.send_now(&tx[..n], addr) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    _ => st.stalled = None,
+            if let Some(burst) = st.stalled.take() {
+                let refused = st.socket.inner.send_segments(&burst.bytes, burst.segment, burst.addr);
+                if matches!(&refused, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                    st.stalled = Some(burst);
+                    continue;
                 }
             }
             shared.flush(&mut st);
@@ -430,7 +480,6 @@ impl Stream {
                 write_waker: None,
                 close_waker: Vec::new(),
                 armed: None,
-                tx: Box::new([0; TX_BUFFER]),
                 stalled: None,
                 detached: false,
                 linger_until: None,
