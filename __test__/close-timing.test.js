@@ -122,3 +122,25 @@ describe.each(IMPLEMENTATIONS)('%s: close() with scrapers connected', (impl, Cli
     await within(closed, 2000, 'the scraper\'s connection ending')
   })
 })
+
+describe('rust only: plain { bootstrap, host } options', () => {
+  let env
+  beforeAll(async () => { env = await setup() })
+  afterAll(async () => { await env.teardown() })
+
+  // With no JS DHT to hold the event loop, the open client holds it, as the reference's
+  // does (its timer and sockets); close() lets go of it.
+  test('an open client keeps the process alive until close(), then it exits', async () => {
+    const args = JSON.stringify({ bootstrap: env.bootstrap, scraperPublicKey: HyperDHT.keyPair().publicKey.toString('hex') })
+    const child = spawn(process.execPath, [path.join(__dirname, 'fixtures', 'open-keeps-alive.js'), args], { stdio: ['ignore', 'pipe', 'pipe'] })
+    env.onCleanup(() => child.kill('SIGKILL'))
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d) => { stdout += d })
+    child.stderr.on('data', (d) => { stderr += d })
+    const code = await within(new Promise((resolve) => child.on('exit', resolve)), 15000, 'the child exiting')
+    expect(stderr).toBe('')
+    expect(stdout).toBe('alive\n')
+    expect(code).toBe(0)
+  })
+})
