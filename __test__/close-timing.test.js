@@ -51,6 +51,12 @@ describe.each(IMPLEMENTATIONS)('%s: close() with scrapers connected', (impl, Cli
     expect(closeMs).toBeLessThan(20)
     await within(Promise.all(scrapers.map((s) => s.closed)), 2000, 'the scrapers\' connections ending')
     expect(client.dht.destroyed).toBe(true)
+    // How the goodbye looks to the scraper: the reference's socket is reset (its dht is
+    // destroyed under it); ours ends its channel and stream cleanly.
+    for (const { errors } of scrapers) {
+      if (impl === 'rust') expect(errors).toEqual([])
+      else expect(errors.map((e) => e.code)).toEqual(['ECONNRESET'])
+    }
   })
 
   // As dht-prometheus runs it: the scraper's swarm also serves the alias registration, so

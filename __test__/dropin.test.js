@@ -395,6 +395,19 @@ describe('rust only: beyond or deliberately unlike the reference', () => {
   }
 
   // Which arguments throw, warn or fail later (against both implementations): arguments.test.js.
+  test('unlike the reference: no server property, protomuxRpcClient null unless given, aliasClient without registerAlias()', () => {
+    const client = new RustClient({ bootstrap: [], host: '127.0.0.1' }, () => '', scraperKeyPair.publicKey, 'a', SECRET, 's')
+    expect(client.server).toBeUndefined()
+    expect(client.protomuxRpcClient).toBeNull()
+    expect(client.aliasClient.rpcClient).toBeNull()
+    expect(client.aliasClient.registerAlias).toBeUndefined()
+    const reference = new ReferenceClient(env.createDht(), () => '', scraperKeyPair.publicKey, 'a', SECRET, 's')
+    expect(typeof reference.server.listen).toBe('function')
+    expect(typeof reference.protomuxRpcClient.makeRequest).toBe('function')
+    expect(typeof reference.aliasClient.registerAlias).toBe('function')
+    return Promise.all([client.close(), reference.close()])
+  })
+
   test('beyond the reference: Uint8Array keys and key pair, hex/z32 secret, pear:// key, a key array', () => {
     const goodKey = RustClient.keyPair().publicKey
     const goodPair = RustClient.keyPair()
