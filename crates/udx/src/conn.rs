@@ -448,6 +448,11 @@ impl Conn {
     pub fn handle_packet(&mut self, now: Instant, pkt: &Packet<'_>) -> Wakeups {
         let mut wake = Wakeups::default();
         if self.closed.is_some() {
+            // Time-wait: the peer may not have our last ACK (of its END) and resends.
+            // Answer it, or it retransmits into silence and times out.
+            if self.closed == Some(CloseReason::Done) && pkt.header.flags & (FLAG_DATA | FLAG_END) != 0 {
+                self.ack_pending = true;
+            }
             return wake;
         }
         let h = pkt.header;

@@ -314,9 +314,6 @@ async fn recv_loop(udp: Arc<UdpSocket>, socket: Weak<SocketInner>, stop: Arc<Not
         if inner.is_closed() {
             return;
         }
-        let handler = inner.on_datagram.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let filter = inner.filter.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let others = Others { filter: filter.as_ref(), handler: handler.as_ref() };
         for _ in 0..RECV_ROUNDS {
             let received = {
                 let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
@@ -328,6 +325,11 @@ async fn recv_loop(udp: Arc<UdpSocket>, socket: Weak<SocketInner>, stop: Arc<Not
                 // ICMP errors (port unreachable) surface here on Linux: not fatal.
                 Err(_) => continue,
             };
+            // Read after the syscall: a handler changed before a datagram was received
+            // is the one that gets it.
+            let handler = inner.on_datagram.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let filter = inner.filter.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let others = Others { filter: filter.as_ref(), handler: handler.as_ref() };
             for (buf, m) in bufs.iter().zip(&meta).take(count) {
                 let from = normalize(m.addr);
                 // A GRO batch holds several datagrams of `stride` bytes (the last shorter).

@@ -30,6 +30,9 @@ pub type FirewallHook = Box<dyn FnMut(&Socket, SocketAddr) -> bool + Send>;
 /// After our END is acknowledged, a dropped stream waits this long for the peer's END
 /// before it resets the stream.
 const LINGER: Duration = Duration::from_secs(2);
+/// A stream that closed cleanly keeps its id this long to re-acknowledge a retransmitted
+/// END whose ACK was lost (the C libudx's first RTO is 1 s; this covers two of them).
+const TIME_WAIT: Duration = Duration::from_secs(3);
 /// Room for one packet (the MTU is at most 1500).
 const TX_BUFFER: usize = 2048;
 
@@ -77,6 +80,7 @@ struct State {
     /// The user dropped the handle: finish sending, then go.
     detached: bool,
     linger_until: Option<Instant>,
+    time_wait_until: Option<Instant>,
     finished: bool,
     /// Closed before it ever connected (destroyed while listening, or socket closed).
     early_close: Option<CloseReason>,
@@ -403,6 +407,12 @@ fn next_deadline(shared: &Arc<StreamShared>) -> Option<Option<Instant>> {
     let mut st = shared.lock();
     let t = now();
     let drained = st.conn.as_ref().is_some_and(|c| c.is_drained());
+    if drained && st.conn.as_ref().and_then(|c| c.closed()) == Some(CloseReason::Done) {
+        let until = *st.time_wait_until.get_or_insert(t + TIME_WAIT);
+        if t < until {
+            return Some(Some(until));
+        }
+    }
     if st.early_close.is_some() || drained {
         shared.unregister(&mut st);
         return None;
@@ -483,6 +493,7 @@ impl Stream {
                 stalled: None,
                 detached: false,
                 linger_until: None,
+                time_wait_until: None,
                 finished: false,
                 early_close: None,
             }),

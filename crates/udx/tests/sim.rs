@@ -347,3 +347,20 @@ fn corked_writes_share_a_packet_until_pushed() {
     assert_eq!(conn.poll_transmit(Instant::now(), &mut buf), Some(20 + 6));
     assert_eq!(conn.poll_transmit(Instant::now(), &mut buf), None);
 }
+
+#[test]
+fn a_closed_stream_reacknowledges_a_retransmitted_end() {
+    let mut sim = Sim::new(RTT_10MS, 17, Config::default(), Config::default());
+    sim.conns[0].end();
+    sim.conns[1].end();
+    sim.run_until(Duration::from_secs(1), |s| s.conns.iter().all(|c| c.is_drained()));
+    assert_eq!(sim.conns[1].closed(), Some(CloseReason::Done));
+    // Side 0's END (seq 0) again, as if side 1's ACK of it had been lost.
+    let end = Header { flags: udx::packet::FLAG_END, stream_id: 1, recv_window: 1 << 20, seq: 0, ack: 1, data_offset: 0 }.to_bytes();
+    sim.conns[1].handle_packet(sim.now, &Packet::parse(&end).unwrap());
+    let mut buf = [0u8; 2048];
+    let n = sim.conns[1].poll_transmit(sim.now, &mut buf).expect("an ACK answers it");
+    let ack = Packet::parse(&buf[..n]).unwrap().header;
+    assert_eq!((ack.flags, ack.ack), (0, 1));
+    assert!(sim.conns[1].is_drained());
+}
