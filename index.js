@@ -9,7 +9,7 @@ const binding = require('./binding.js')
 const {
   ARG_WARNING_CODE, TIMEOUT_MAX, toKey, keyBuffer, bootstrapEntry, bootstrapList, timerDelay, isTimerDelay, warnArgument, describe
 } = require('./lib/options')
-const { rpcClientError, hidden } = require('./lib/errors')
+const { rpcClientError, rpcError, hidden } = require('./lib/errors')
 
 const DEFAULT_REGISTER_INTERVAL_MS = 1000 * 60 * 60
 
@@ -400,7 +400,8 @@ class DhtPromClient extends EventEmitter {
   }
 
   // The error the reference would give: its own plain Error for a refusal, the very error
-  // of a protomux-rpc-client given in opts, protomux-rpc-client's REQUEST_TIMEOUT; ours else.
+  // of a protomux-rpc-client given in opts, protomux-rpc-client's REQUEST_TIMEOUT and
+  // protomux-rpc's TIMEOUT_EXCEEDED and CHANNEL_CLOSED as those give them; ours else.
   _aliasError ({ scraperPublicKey, errorCode, errorMessage }) {
     const hex = hexOf(scraperPublicKey)
     const fromRpcClient = this._rpcClientErrors.get(hex)
@@ -409,6 +410,7 @@ class DhtPromClient extends EventEmitter {
       if (fromRpcClient.message === errorMessage) return fromRpcClient
     }
     if (errorCode === 'REQUEST_TIMEOUT') return rpcClientError('REQUEST_TIMEOUT')
+    if (errorCode === 'TIMEOUT_EXCEEDED' || errorCode === 'CHANNEL_CLOSED') return rpcError(errorCode, errorMessage)
     const error = new Error(errorMessage)
     if (errorCode) error.code = errorCode
     return error

@@ -194,6 +194,27 @@ describe('every event payload deep-equals the reference\'s (one scraper key)', (
     return { atServer } // wrapped: an async function returning the promise itself would wait for it
   }
 
+  // 10 s per implementation: the request timeout neither lets a caller change.
+  test('registration in Rust, no answer in time: protomux-rpc\'s TIMEOUT_EXCEEDED, as the reference gets it', async () => {
+    const runs = await both(async (env, Client) => {
+      const { atServer } = await silentAliasServer(env)
+      const client = newClient(env, Client, () => 'up 1\n')
+      const { log, mark } = recorder(client)
+      const failed = once(client, 'register-alias-error', { timeout: 15000 })
+      await client.ready()
+      mark('ready() resolved')
+      await atServer
+      await failed
+      await client.close()
+      mark('close() resolved')
+      return log
+    })
+    expectSamePayloads(runs)
+    const error = runs.rust.find(({ name }) => name === 'register-alias-error').payload
+    expect(error.name).toBe('RPCError')
+    expect(error.code).toBe('TIMEOUT_EXCEEDED')
+  }, 60000)
+
   test('a protomux-rpc-client in opts, no answer in time: its timeout error is the payload', async () => {
     const runs = await both(async (env, Client) => {
       await silentAliasServer(env)

@@ -1,7 +1,7 @@
 'use strict'
 // Errors shaped as those of the reference's dependencies, where our Rust side stands in for
-// them: protomux-rpc-client reports `name` ProtomuxRpcClientError, `message` 'CODE: text'
-// and `code`, and services may match on any of the three.
+// them: protomux-rpc-client and protomux-rpc report `name` ProtomuxRpcClientError or
+// RPCError, `message` 'CODE: text' and `code`, and services may match on any of the three.
 
 const RPC_CLIENT_MESSAGES = {
   REQUEST_TIMEOUT: 'The request timed out',
@@ -19,6 +19,18 @@ function rpcClientError (code) {
   return error
 }
 
+class RPCError extends Error {
+  get name () { return 'RPCError' }
+}
+
+// protomux-rpc's error for `code`, from our Rust side's text for it (the same text).
+function rpcError (code, message) {
+  const error = new RPCError(message.startsWith(`${code}: `) ? message : `${code}: ${message}`)
+  error.code = code
+  Error.captureStackTrace(error, rpcError)
+  return error
+}
+
 // Sets a property that deep-equality checks and JSON do not see (own, non-enumerable), so
 // a payload stays key for key the reference's while still saying which scraper it is about.
 function hidden (target, name, value) {
@@ -26,4 +38,4 @@ function hidden (target, name, value) {
   return target
 }
 
-module.exports = { ProtomuxRpcClientError, rpcClientError, hidden }
+module.exports = { ProtomuxRpcClientError, RPCError, rpcClientError, rpcError, hidden }
