@@ -53,16 +53,17 @@ function prng (seed) {
 }
 
 // A UDP relay between two ports that drops, delays (reorders) and duplicates packets.
-// Once an END has passed in both directions it forwards faithfully: neither the C libudx
-// nor ours keeps a TIME_WAIT state, so a lost final ACK would leave the other side
-// retransmitting its END to a stream that is gone (see the C libudx's close_stream TODO).
-function createRelay ({ seed, loss, reorder, dup, maxDelayMs = 5 }) {
+// Once an END has passed in both directions it forwards faithfully (the C libudx keeps no
+// time-wait: a lost final ACK from it leaves our side retransmitting into silence), except
+// that `dropFirstAfterEnds` drops exactly the first packet after both ENDs.
+function createRelay ({ seed, loss = 0, reorder = 0, dup = 0, maxDelayMs = 5, dropFirstAfterEnds = false }) {
   const rand = prng(seed)
   const sock = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 })
   const timers = new Set()
   const stats = { forwarded: 0, dropped: 0, delayed: 0, duplicated: 0 }
   const endSeen = new Map()
   let ends = null
+  let finalDropped = false
   const relay = {
     sock,
     stats,
@@ -84,6 +85,11 @@ function createRelay ({ seed, loss, reorder, dup, maxDelayMs = 5 }) {
     if (!to) return
     const isEnd = msg.length >= 20 && msg[0] === 0xff && msg[1] === 1 && (msg[2] & 0x02) !== 0
     const calm = endSeen.size === 2
+    if (calm && dropFirstAfterEnds && !finalDropped) {
+      finalDropped = true
+      stats.dropped++
+      return
+    }
     if (!calm) {
       if (rand() < loss) { stats.dropped++; return }
       if (rand() < dup) { stats.duplicated++; send(msg, to) }
@@ -102,8 +108,8 @@ function createRelay ({ seed, loss, reorder, dup, maxDelayMs = 5 }) {
   return new Promise((resolve) => sock.bind(0, '127.0.0.1', () => { relay.port = sock.address().port; resolve(relay) }))
 }
 
-function spawnPeer (args) {
-  const p = new PeerProcess(peerBin, ['--timeout', String(PEER_TIMEOUT_S), ...args], { name: 'udx_peer' })
+function spawnPeer (args, env) {
+  const p = new PeerProcess(peerBin, ['--timeout', String(PEER_TIMEOUT_S), ...args], { name: 'udx_peer', env: env && { ...process.env, ...env } })
   processes.add(p)
   p.exited.then(() => processes.delete(p))
   return p
@@ -111,7 +117,7 @@ function spawnPeer (args) {
 
 // Runs one Rust session (`rustMode`) against one udx-native session (`cMode`), directly or
 // through a lossy relay. Resolves with both sides' reports and the Rust peer's exit code.
-async function session ({ rustMode, rustArgs = [], cMode, cArgs = [], lossy = null, waitMs }) {
+async function session ({ rustMode, rustArgs = [], cMode, cArgs = [], lossy = null, waitMs, env }) {
   const socket = udx.createSocket()
   sockets.add(socket)
   socket.bind(0, '127.0.0.1')
@@ -119,7 +125,7 @@ async function session ({ rustMode, rustArgs = [], cMode, cArgs = [], lossy = nu
   const rustId = nextId++
   const cId = nextId++
 
-  const rust = spawnPeer(['--mode', rustMode, '--local-id', String(rustId), '--remote-id', String(cId), ...rustArgs])
+  const rust = spawnPeer(['--mode', rustMode, '--local-id', String(rustId), '--remote-id', String(cId), ...rustArgs], env)
   const rustPort = (await rust.next('listening', 10000)).port
   let relay = null
   if (lossy) {
@@ -290,6 +296,27 @@ for (const lossy of LOSSY) {
     }
   })
 }
+
+describe('time-wait: the final ACK is lost', () => {
+  // The first packet after both ENDs (our ACK of the C side's END) is dropped: the C side
+  // retransmits its END after its RTO, and our closed stream, still in time-wait,
+  // acknowledges it again, so the C side closes cleanly instead of timing out.
+  test('the C side gets its END acknowledged again and closes cleanly', async () => {
+    const r = await session({
+      rustMode: 'source',
+      rustArgs: ['1000'],
+      cMode: 'sink',
+      lossy: { seed: 1, dropFirstAfterEnds: true },
+      waitMs: 30000,
+      env: { UDX_PEER_LINGER_MS: '6000' }
+    })
+    check([r], () => {
+      expect(r.relay.dropped).toBe(1)
+      expect(r.c.received).toBe(1000)
+      expectCleanClose(r)
+    })
+  }, 45000)
+})
 
 describe('wire format: what udx-native writes, our parser reads', () => {
   // A UDX header as the protocol lays it out, built here by hand (not by our encoder).

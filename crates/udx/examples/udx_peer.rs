@@ -142,6 +142,15 @@ fn main() {
             }
         };
         let code = peer::run(Udx { socket: socket.clone() }, opts).await;
+        // UDX_PEER_LINGER_MS: stay up while closed streams keep their time-wait (as a
+        // service would), so a peer's retransmitted END still gets its ACK.
+        let linger = std::env::var("UDX_PEER_LINGER_MS").ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(ms) = linger {
+            let until = tokio::time::Instant::now() + Duration::from_millis(ms);
+            while socket.stream_count() > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         socket.close();
         code
     });
