@@ -407,7 +407,7 @@ fn next_deadline(shared: &Arc<StreamShared>) -> Option<Option<Instant>> {
     let mut st = shared.lock();
     let t = now();
     let drained = st.conn.as_ref().is_some_and(|c| c.is_drained());
-    if drained && st.conn.as_ref().and_then(|c| c.closed()) == Some(CloseReason::Done) {
+    if drained && !st.socket.is_closed() && st.conn.as_ref().and_then(|c| c.closed()) == Some(CloseReason::Done) {
         let until = *st.time_wait_until.get_or_insert(t + TIME_WAIT);
         if t < until {
             return Some(Some(until));
