@@ -69,14 +69,12 @@ impl Cubic {
             now
         });
         let t = (now.saturating_duration_since(epoch) + srtt).as_secs_f64();
-        let mut target = (C * (t - self.k).powi(3)) * mss + self.w_max.max(cwnd.min(self.w_max));
-        target = target.clamp(cwnd, cwnd * 1.5);
+        // W_cubic(t + RTT) = C·(t − K)³ + W_max (RFC 9438 §4.2), growing at most 1.5× per RTT.
+        let target = (C * (t - self.k).powi(3) * mss + self.w_max).clamp(cwnd, cwnd * 1.5);
         // Reno-friendly region: grow at least as fast as AIMD with the same beta would.
         let alpha = 3.0 * (1.0 - BETA) / (1.0 + BETA);
         self.w_est += alpha * mss * acked as f64 / cwnd;
-        if self.w_est > target {
-            target = self.w_est;
-        }
+        let target = target.max(self.w_est);
         let grow = (target - cwnd) * acked as f64 / cwnd;
         self.cwnd = ((cwnd + grow.max(0.0)) as u64).min(MAX_WINDOW);
     }
