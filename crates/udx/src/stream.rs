@@ -124,7 +124,6 @@ impl StreamShared {
             target.relay_packet(datagram);
             if pkt.header.flags & FLAG_DESTROY != 0 {
                 self.destroy_now();
-                let _ = socket;
             }
             return false;
         }
