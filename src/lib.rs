@@ -7,6 +7,7 @@
 pub mod alias;
 pub mod connection;
 pub mod events;
+pub mod holepunch;
 pub mod keys;
 pub mod mux;
 pub mod node;

@@ -1,14 +1,23 @@
 //! One HyperDHT node on peeroxide-dht: joins a network from a bootstrap list, bound to a
 //! given host, and ends every task and socket it started on `destroy()`.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use libudx::UdxRuntime;
 use peeroxide_dht::hyperdht::{self, HyperDhtConfig, HyperDhtError, HyperDhtHandle, ServerEvent};
+use peeroxide_dht::holepuncher::Holepuncher;
+use peeroxide_dht::hyperdht_messages::RelayInfo;
 use peeroxide_dht::messages::Ipv4Peer;
 use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
+
+use crate::holepunch::puncher::PunchContext;
+use crate::holepunch::wire::DhtWire;
+use crate::holepunch::{addr_of, peer_of, RandomPunches};
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -22,6 +31,8 @@ pub enum NodeError {
     Bootstrap(#[source] HyperDhtError),
     #[error("the DHT node is destroyed")]
     Destroyed,
+    #[error("the DHT node has no socket")]
+    NoSocket,
 }
 
 /// Where a node binds and whom it asks to join the network.
@@ -65,6 +76,14 @@ pub struct DhtNode {
     task: Mutex<Option<JoinHandle<Result<(), HyperDhtError>>>>,
     server_events: Mutex<Option<UnboundedReceiver<ServerEvent>>>,
     host: String,
+    /// Our side of the node's sockets (holepunching, our own requests).
+    wire: DhtWire,
+    random_punches: Arc<RandomPunches>,
+    /// Not known to be reachable unsolicited (hyperdht's `dht.firewalled`): only a node
+    /// configured as serving the network (not ephemeral) is taken to be reachable.
+    firewalled: bool,
+    /// Local interface addresses checked to be usable, by host.
+    usable_hosts: Mutex<HashMap<String, bool>>,
 }
 
 impl DhtNode {
@@ -83,14 +102,29 @@ impl DhtNode {
             // A node that serves the network must not claim to be behind a firewall.
             dht_config.dht.firewalled = ephemeral;
         }
+        let firewalled = dht_config.dht.firewalled;
         let (task, handle, server_events) =
             hyperdht::spawn(&runtime, dht_config).await.map_err(NodeError::Spawn)?;
+        let socket = |s: Option<libudx::UdxSocket>| s.and_then(|s| s.udx_socket());
+        let primary = socket(handle.server_socket().await.ok().flatten());
+        let listen = socket(handle.listen_socket().await.ok().flatten());
+        let (Some(primary), Some(listen)) = (primary, listen) else {
+            let _ = handle.destroy().await;
+            task.abort();
+            return Err(NodeError::NoSocket);
+        };
+        // Installed before bootstrapping, so that it sees what the first nodes saw of us.
+        let wire = DhtWire::install(primary, listen);
         let node = Self {
             runtime,
             handle,
             task: Mutex::new(Some(task)),
             server_events: Mutex::new(Some(server_events)),
             host: config.host,
+            wire,
+            random_punches: Arc::new(RandomPunches::default()),
+            firewalled,
+            usable_hosts: Mutex::new(HashMap::new()),
         };
         if let Err(err) = node.handle.bootstrapped().await {
             node.destroy().await;
@@ -119,26 +153,112 @@ impl DhtNode {
         Ok(Ipv4Peer { host, port })
     }
 
-    /// Addresses to advertise in a handshake: the address the network sees (when the
-    /// node has learned it), then the bound address, so that peers on the same host or
-    /// LAN connect directly.
-    pub async fn advertised_addresses(&self) -> Vec<Ipv4Peer> {
-        let mut out = Vec::new();
-        if let Ok(Some(remote)) = self.handle.remote_address().await {
-            out.push(remote);
+    pub fn wire(&self) -> &DhtWire {
+        &self.wire
+    }
+
+    pub fn random_punches(&self) -> &Arc<RandomPunches> {
+        &self.random_punches
+    }
+
+    pub fn punch_context(&self) -> PunchContext {
+        PunchContext {
+            wire: self.wire.clone(),
+            bind: self.bind_ip(),
+            random_punches: self.random_punches.clone(),
+            firewalled: self.firewalled,
         }
-        if let Ok(local) = self.local_address().await {
-            if local.host != "0.0.0.0" && !out.contains(&local) {
-                out.push(local);
+    }
+
+    fn bind_ip(&self) -> IpAddr {
+        self.host.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    }
+
+    /// Where peers reach this node unsolicited (hyperdht's `dht.remoteAddress()`): only
+    /// when it is not firewalled, at the address DHT nodes agree they saw, on our port.
+    /// `None` otherwise: a firewalled node is holepunched to, never dialled.
+    pub fn reachable_address(&self) -> Option<Ipv4Peer> {
+        if self.firewalled {
+            return None;
+        }
+        let port = self.wire.listen().local_addr().port();
+        let mut votes: Vec<(Ipv4Peer, usize)> = Vec::new();
+        for (_, seen) in self.wire.recent_nodes() {
+            if seen.port != port || crate::holepunch::is_reserved(&seen.host) {
+                continue;
+            }
+            match votes.iter_mut().find(|(addr, _)| *addr == seen) {
+                Some((_, n)) => *n += 1,
+                None => votes.push((seen, 1)),
+            }
+        }
+        votes.into_iter().max_by_key(|(_, n)| *n).map(|(addr, _)| addr)
+    }
+
+    /// The nodes holding our announcement, each with the address it saw us at (what a
+    /// client sends its holepunch rounds through).
+    pub fn relays(&self) -> Vec<RelayInfo> {
+        self.handle
+            .current_relay_addresses()
+            .into_iter()
+            .filter_map(|relay| {
+                let seen = self.wire.seen_by(addr_of(&relay)?)?;
+                Some(RelayInfo { relay_address: relay, peer_address: seen })
+            })
+            .collect()
+    }
+
+    /// Whether `addr` is one of the nodes holding our announcement.
+    pub fn is_relay(&self, addr: SocketAddr) -> bool {
+        let peer = peer_of(addr);
+        self.handle.current_relay_addresses().iter().any(|r| *r == peer)
+    }
+
+    /// Our LAN addresses as hyperdht shares them (`Holepuncher.localAddresses` of the
+    /// server socket, then `validateLocalAddresses`): on the node's port, loopback only
+    /// when bound to it, the bound address only when bound to one, each checked once to be
+    /// usable (a socket there can reach itself).
+    pub async fn local_addresses(&self) -> Vec<Ipv4Peer> {
+        let candidates = self.local_candidates();
+        let mut out = Vec::new();
+        for candidate in candidates {
+            let known = self.usable_hosts.lock().ok().and_then(|m| m.get(&candidate.host).copied());
+            let usable = match known {
+                Some(usable) => usable,
+                None => {
+                    let usable = host_is_usable(&candidate.host).await;
+                    if let Ok(mut m) = self.usable_hosts.lock() {
+                        m.insert(candidate.host.clone(), usable);
+                    }
+                    usable
+                }
+            };
+            if usable {
+                out.push(candidate);
             }
         }
         out
+    }
+
+    /// The local addresses already known usable, without checking new ones.
+    pub fn local_addresses_now(&self) -> Vec<Ipv4Peer> {
+        let known = self.usable_hosts.lock().map(|m| m.clone()).unwrap_or_default();
+        self.local_candidates().into_iter().filter(|c| known.get(&c.host).copied().unwrap_or(false)).collect()
+    }
+
+    fn local_candidates(&self) -> Vec<Ipv4Peer> {
+        let port = self.wire.listen().local_addr().port();
+        match self.bind_ip() {
+            ip if ip.is_unspecified() => Holepuncher::local_addresses(port),
+            ip => vec![Ipv4Peer { host: ip.to_string(), port }],
+        }
     }
 
     /// Stops the node and waits for its task; idempotent.
     pub async fn destroy(&self) {
         let task = self.task.lock().ok().and_then(|mut slot| slot.take());
         let Some(task) = task else { return };
+        self.wire.close();
         let _ = self.handle.destroy().await;
         // The node's task ends once destroyed; bound the wait so close() never hangs.
         let abort = task.abort_handle();
@@ -146,6 +266,18 @@ impl DhtNode {
             abort.abort();
         }
     }
+}
+
+/// hyperdht's check of a LAN address: a socket bound there reaches itself.
+async fn host_is_usable(host: &str) -> bool {
+    let Ok(ip) = host.parse::<Ipv4Addr>() else { return false };
+    let Ok(socket) = tokio::net::UdpSocket::bind(SocketAddr::from((ip, 0))).await else { return false };
+    let Ok(me) = socket.local_addr() else { return false };
+    if socket.send_to(&[0], me).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_millis(500), socket.recv_from(&mut buf)).await, Ok(Ok(_)))
 }
 
 #[cfg(test)]

@@ -80,19 +80,17 @@ impl RpcConnection {
         keep_alive: Duration,
     ) -> Result<Self, ClientError> {
         let target = remote.to_z32();
-        let dht_key_pair = key_pair.to_dht();
-        let dial = node.handle().connect(&dht_key_pair, remote.0, node.runtime());
-        let connection = match tokio::time::timeout(connect_timeout, dial).await {
-            Ok(Ok(connection)) => connection,
+        // hyperdht's connect, holepunching included (holepunch::client).
+        let dial = crate::holepunch::client::connect(node, key_pair, remote.0);
+        let stream = match tokio::time::timeout(connect_timeout, dial).await {
+            Ok(Ok(stream)) => stream,
             Ok(Err(err)) => return Err(ClientError::Connect { target, reason: err.to_string() }),
             Err(_) => {
                 let ms = u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX);
                 return Err(ClientError::ConnectTimeout { target, ms });
             }
         };
-        // The connection owns the UDX socket its stream sends from; keep it with the task.
-        let socket = connection.socket;
-        let (reader, writer) = connection.stream.into_split();
+        let (reader, writer) = stream.into_split();
         let (frames, frames_rx) = mpsc::unbounded_channel();
         let (incoming_tx, incoming) = mpsc::channel(16);
         let channel = Channel::new(protocol);
@@ -105,7 +103,6 @@ impl RpcConnection {
         let dispatch = Dispatch { pending: pending.clone(), frames: frames.clone() };
         let task_closed = closed.clone();
         let task = tokio::spawn(async move {
-            let _socket = socket;
             dispatch.run(channel, incoming).await;
             task_closed.store(true, Ordering::SeqCst);
             dispatch.fail_all();

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::connection::{serve_connection, stream_config, ConnectionContext, PendingStream};
 use crate::events::{Event, EventSink};
+use crate::holepunch::server::{dispatch, holepunch_secret, Responder};
 use crate::keys::{Key, KeyPair};
 use crate::node::DhtNode;
 use crate::stats::Stats;
@@ -93,6 +94,7 @@ pub struct MetricsServer {
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     node: Arc<DhtNode>,
     key_pair: KeyPair,
+    holepunch: Arc<Responder>,
 }
 
 impl MetricsServer {
@@ -106,7 +108,6 @@ impl MetricsServer {
     ) -> Result<Self, ServerError> {
         let server_events = node.take_server_events().ok_or(ServerError::AlreadyListening)?;
         let dht_socket = node.handle().server_socket().await.ok().flatten().ok_or(ServerError::NoSocket)?;
-        let socket = dht_socket.udx_socket().ok_or(ServerError::NoSocket)?;
         // Datagrams a flood made the DHT's sockets drop (crates/libudx), in ownMetrics.
         stats.add_datagram_drop_source(dht_socket.dropped_datagrams_counter());
         if let Ok(Some(listen_socket)) = node.handle().listen_socket().await {
@@ -131,9 +132,22 @@ impl MetricsServer {
             open_connections: AtomicUsize::new(0),
         });
         let mut tasks = JoinSet::new();
+        // Handshakes and holepunch rounds for our key come off the node's sockets through
+        // our wire (to answer them from the socket hyperdht would); handshakes then reach
+        // the loop below as server events.
+        let holepunch = Responder::new(node.clone(), target);
+        let stats = context.stats.clone();
+        let incoming = node.wire().serve(
+            target,
+            Arc::new(move |kind: &crate::holepunch::wire::IncomingKind| {
+                if matches!(kind, crate::holepunch::wire::IncomingKind::Handshake(_)) {
+                    stats.handshakes_dropped.inc();
+                }
+            }),
+        );
+        tasks.spawn(dispatch(holepunch.clone(), incoming, node.handle().server_sender().clone(), shutdown_rx.clone()));
         let handshakes = Handshakes {
-            node: node.clone(),
-            socket,
+            holepunch: holepunch.clone(),
             config: config.clone(),
             context,
             replies: ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES, Duration::from_secs(20)),
@@ -141,7 +155,7 @@ impl MetricsServer {
         tasks.spawn(handshakes.run(server_events, shutdown_rx.clone()));
         tasks.spawn(reannounce(node.clone(), config.key_pair.clone(), config.reannounce_every, shutdown_rx));
 
-        Ok(Self { public_key, shutdown, tasks: tokio::sync::Mutex::new(tasks), node, key_pair: config.key_pair })
+        Ok(Self { public_key, shutdown, tasks: tokio::sync::Mutex::new(tasks), node, key_pair: config.key_pair, holepunch })
     }
 
     pub fn public_key(&self) -> Key {
@@ -155,6 +169,8 @@ impl MetricsServer {
         self.shutdown.send_replace(true);
         join_all_within(&mut *self.tasks.lock().await, Duration::from_secs(2)).await;
         let target = hash(self.public_key.as_bytes());
+        self.node.wire().unserve(&target);
+        self.holepunch.close();
         self.node.handle().unregister_server(&target);
         let _ = tokio::time::timeout(
             Duration::from_secs(1),
@@ -202,8 +218,7 @@ const REPLY_CACHE_BYTES: usize = 1 << 20;
 /// as it fills (answering duplicates from the cache, dropping what exceeds the bound) and
 /// does the costly Noise step only for the bounded queue it keeps itself.
 struct Handshakes {
-    node: Arc<DhtNode>,
-    socket: udx::Socket,
+    holepunch: Arc<Responder>,
     config: ServerConfig,
     context: Arc<ConnectionContext>,
     replies: ReplyCache,
@@ -268,7 +283,8 @@ impl Handshakes {
                     let _ = dropped.reply_tx.send(None);
                 }
             }
-            // No holepunching: this server advertises an open firewall.
+            // Our holepunch rounds come through our wire (holepunch::server); one that
+            // reached peeroxide instead has no answer.
             ServerEvent::PeerHolepunch { reply_tx, .. } => {
                 let _ = reply_tx.send(None);
             }
@@ -336,6 +352,11 @@ impl Handshakes {
             return None;
         }
 
+        // A holepunch slot, and what the reply may honestly say (holepunch::server).
+        let Some(offer) = self.holepunch.offer(&msg.noise, &client_address, relayed).await else {
+            tracing::debug!("every holepunch slot is taken; handshake dropped");
+            return None;
+        };
         let local_stream_id = alloc_stream_id();
         let (connected_tx, connected_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
         let client_addr = client_address.host.parse().ok().map(|ip| SocketAddr::new(ip, client_address.port));
@@ -348,28 +369,20 @@ impl Handshakes {
             .filter(|addr: &SocketAddr| addr.port() != 0);
         let stream = match dial {
             Some(addr) => {
-                let stream = udx::Stream::connect_with(&self.socket, local_stream_id, remote_stream_id, addr, stream_config()).ok()?;
+                let stream = udx::Stream::connect_with(&offer.dial_socket, local_stream_id, remote_stream_id, addr, stream_config()).ok()?;
                 let _ = connected_tx.send(addr);
                 stream
             }
-            None => {
-                let mut connected_tx = Some(connected_tx);
-                let hook: udx::FirewallHook = Box::new(move |_socket, addr| {
-                    if let Some(tx) = connected_tx.take() {
-                        let _ = tx.send(addr);
-                    }
-                    true
-                });
-                udx::Stream::listen_with(&self.socket, local_stream_id, remote_stream_id, hook, stream_config()).ok()?
-            }
+            // The client's first packet may come to any of our sockets (a puncher's too).
+            None => udx::Stream::listen_on(&offer.listen_sockets, local_stream_id, remote_stream_id, offer.hook(connected_tx), stream_config()).ok()?,
         };
 
         let reply_payload = NoisePayload {
             version: 1,
             error: 0,
-            firewall: FIREWALL_OPEN,
-            holepunch: None,
-            addresses4: self.node.advertised_addresses().await,
+            firewall: offer.firewall,
+            holepunch: offer.holepunch.clone(),
+            addresses4: offer.addresses4.clone(),
             addresses6: vec![],
             udx: Some(UdxInfo { version: 1, reusable_socket: false, id: u64::from(local_stream_id), seq: 0 }),
             secret_stream: Some(SecretStreamInfo { version: 1 }),
@@ -379,15 +392,24 @@ impl Handshakes {
         let reply_noise = noise.send(&encode_noise_payload_to_bytes(&reply_payload).ok()?).ok()?;
         let session = noise.result()?.clone();
 
-        let pending = PendingStream {
-            stream,
-            connected: connected_rx,
-            tx: session.tx,
-            rx: session.rx,
-            handshake_hash: session.handshake_hash,
-            remote_public_key,
-        };
-        connections.spawn(serve_connection(self.context.clone(), pending));
+        // Dialled, or waiting for the client (punching first if need be): the stream is
+        // served once it has its peer, dropped if the punch is given up.
+        let wait = offer.finish(holepunch_secret(&session.handshake_hash), &remote_payload, dial.is_some(), stream.handle());
+        let context = self.context.clone();
+        connections.spawn(async move {
+            let Some(address) = wait.connected(connected_rx).await else { return };
+            let (connected_tx, connected) = tokio::sync::oneshot::channel();
+            let _ = connected_tx.send(address);
+            let pending = PendingStream {
+                stream,
+                connected,
+                tx: session.tx,
+                rx: session.rx,
+                handshake_hash: session.handshake_hash,
+                remote_public_key,
+            };
+            serve_connection(context, pending).await;
+        });
 
         let reply = HandshakeMessage {
             mode: if relayed { MODE_FROM_SERVER } else { MODE_REPLY },

@@ -1,0 +1,644 @@
+//! The server side of hyperdht's holepunch protocol (`lib/server.js`: `_addHandshake`,
+//! `_onpeerholepunch`, `_abort`, `_clearLater`), for one served key.
+//!
+//! A handshake gets a slot (its `holepunch.id`), honest payload fields (firewall OPEN only
+//! when the node is reachable unsolicited; otherwise the holepunch id and the relays with
+//! the address each saw us at; no address a peer cannot use), and, when the client is
+//! neither open nor direct, a puncher whose socket the handshake reply leaves from (the
+//! client learns that socket's address and probes it at once). `PEER_HOLEPUNCH` rounds
+//! then run against that puncher. A slot is freed 10 s after its connection opened or was
+//! given up, at most `MAX_HANDSHAKES` are held, and `close()` drops them all.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use blake2::digest::consts::U32;
+use blake2::digest::{KeyInit, Mac};
+use peeroxide_dht::crypto::NS_PEER_HOLEPUNCH;
+use peeroxide_dht::hyperdht::ServerEvent;
+use peeroxide_dht::hyperdht_messages::{
+    encode_holepunch_msg_to_bytes, HandshakeMessage, HolepunchInfo, HolepunchMessage, HolepunchPayload, NoisePayload,
+    ERROR_ABORTED, ERROR_NONE, ERROR_TRY_LATER, FIREWALL_OPEN, FIREWALL_RANDOM, FIREWALL_UNKNOWN, MODE_FROM_CLIENT,
+    MODE_FROM_RELAY, MODE_FROM_SECOND_RELAY, MODE_FROM_SERVER, PEER_HANDSHAKE, PEER_HOLEPUNCH,
+};
+use peeroxide_dht::messages::Ipv4Peer;
+use peeroxide_dht::secure_payload::SecurePayload;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::puncher::{is_consistent, PunchEvent, Puncher, SocketSink};
+use super::wire::{Incoming, IncomingKind};
+use super::{addr_of, is_bogon, match_address, peer_of, same_peer};
+use crate::node::DhtNode;
+
+/// Handshakes held at once (each a slot, maybe a puncher); more are dropped until slots
+/// free up (hyperdht holds unbounded many).
+pub const MAX_HANDSHAKES: usize = 256;
+/// How long a slot outlives its outcome, so late holepunch rounds still find it.
+pub const CLEAR_WAIT: Duration = Duration::from_secs(10);
+/// How long a client has to start punching (or to dial in) after the handshake.
+pub const INITIAL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Arrival details kept for handshakes not answered yet.
+const ARRIVALS: usize = 1024;
+const ARRIVAL_TTL: Duration = Duration::from_secs(30);
+/// Holepunch rounds being answered at once.
+const MAX_IN_FLIGHT: usize = 128;
+
+type Blake2b256 = blake2::Blake2bMac<U32>;
+
+/// The holepunch secret of a finished Noise handshake (hyperdht `noise-wrap.js`:
+/// keyed BLAKE2b-256 of the namespace, keyed by the handshake hash).
+pub fn holepunch_secret(handshake_hash: &[u8; 64]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    if let Ok(mut mac) = <Blake2b256 as KeyInit>::new_from_slice(handshake_hash) {
+        mac.update(&*NS_PEER_HOLEPUNCH);
+        out.copy_from_slice(&mac.finalize().into_bytes());
+    }
+    out
+}
+
+/// How a handshake reached us (known when it came through our wire).
+#[derive(Clone)]
+struct Arrival {
+    via: udx::Socket,
+    /// Our address as the node that handed it to us saw it.
+    to: Ipv4Peer,
+}
+
+pub struct Responder {
+    node: Arc<DhtNode>,
+    target: [u8; 32],
+    st: Mutex<State>,
+    closing: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    slots: Vec<Option<Arc<Hs>>>,
+    /// By the handshake's Noise bytes: how it arrived, and its slot once answered.
+    handshakes: HashMap<Vec<u8>, Known>,
+}
+
+struct Known {
+    arrival: Option<Arrival>,
+    slot: Option<usize>,
+    at: Instant,
+}
+
+/// One handshake's holepunch state (hyperdht's `hs`).
+pub struct Hs {
+    id: usize,
+    st: Mutex<HsState>,
+    /// Holepunch rounds of one handshake are answered one at a time.
+    turn: tokio::sync::Mutex<()>,
+    ended: watch::Sender<bool>,
+    /// When the client must have started punching or dialled in; `None`: no deadline.
+    prepunch: watch::Sender<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct HsState {
+    round: u64,
+    payload: Option<Arc<SecurePayload>>,
+    puncher: Option<Puncher>,
+    reply_from_puncher: bool,
+    connected: bool,
+    aborted: bool,
+    clear_at: Option<Instant>,
+}
+
+impl Hs {
+    fn lock(&self) -> MutexGuard<'_, HsState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn clear_later(st: &mut HsState) {
+        if st.clear_at.is_none() {
+            st.clear_at = Some(Instant::now() + CLEAR_WAIT);
+        }
+    }
+
+    /// The stream has its peer (hyperdht's `onsocket`): punching is over.
+    fn on_socket(&self) {
+        let puncher = {
+            let mut st = self.lock();
+            if st.connected {
+                return;
+            }
+            st.connected = true;
+            Self::clear_later(&mut st);
+            st.puncher.take()
+        };
+        self.prepunch.send_replace(None);
+        if let Some(puncher) = puncher {
+            puncher.destroy();
+        }
+    }
+
+    /// Gives the handshake up (hyperdht's `onabort`): the pending stream is dropped.
+    fn abort(&self) {
+        let puncher = {
+            let mut st = self.lock();
+            if st.connected || st.aborted {
+                return;
+            }
+            st.aborted = true;
+            Self::clear_later(&mut st);
+            st.puncher.take()
+        };
+        self.prepunch.send_replace(None);
+        if let Some(puncher) = puncher {
+            puncher.destroy();
+        }
+        self.ended.send_replace(true);
+    }
+}
+
+/// What the handshake reply says and where its stream listens; from [`Responder::offer`].
+pub struct Offer {
+    hs: Arc<Hs>,
+    responder: Arc<Responder>,
+    pub firewall: u64,
+    pub holepunch: Option<HolepunchInfo>,
+    pub addresses4: Vec<Ipv4Peer>,
+    /// A dialled stream sends from here (the socket a direct handshake came in on).
+    pub dial_socket: udx::Socket,
+    /// A listening stream accepts its peer on these (the node's sockets; a puncher's
+    /// are added as they open).
+    pub listen_sockets: Vec<udx::Socket>,
+    our_remote: bool,
+    relayed: bool,
+    client_address: Ipv4Peer,
+    server_address: Option<Ipv4Peer>,
+    finished: bool,
+}
+
+impl Drop for Offer {
+    fn drop(&mut self) {
+        // A handshake that failed after its offer: the slot goes at once.
+        if !self.finished {
+            self.responder.release(self.hs.id);
+        }
+    }
+}
+
+/// Waits for a handshake's stream to get its peer; from [`Responder::finish`].
+pub struct HsWait {
+    hs: Arc<Hs>,
+    events: Option<mpsc::UnboundedReceiver<PunchEvent>>,
+}
+
+impl HsWait {
+    /// The peer's address once the stream has one; `None` when the handshake was given up
+    /// (no punch started in time, the punch failed, or the server closed).
+    pub async fn connected(mut self, connected: oneshot::Receiver<SocketAddr>) -> Option<SocketAddr> {
+        tokio::pin!(connected);
+        let mut ended = self.hs.ended.subscribe();
+        let mut prepunch = self.hs.prepunch.subscribe();
+        loop {
+            let deadline = *prepunch.borrow_and_update();
+            let timeout = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                addr = &mut connected => return addr.ok(),
+                _ = ended.wait_for(|e| *e) => return None,
+                _ = prepunch.changed() => {}
+                _ = timeout => {
+                    self.hs.abort();
+                    return None;
+                }
+                event = async {
+                    match self.events.as_mut() {
+                        Some(events) => events.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match event {
+                    Some(PunchEvent::Aborted) | None => {
+                        self.events = None;
+                        self.hs.abort();
+                    }
+                    Some(PunchEvent::Connected { .. }) => {}
+                },
+            }
+        }
+    }
+}
+
+impl Responder {
+    pub fn new(node: Arc<DhtNode>, target: [u8; 32]) -> Arc<Self> {
+        Arc::new(Self { node, target, st: Mutex::new(State::default()), closing: AtomicBool::new(false) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn slot(&self, id: u64) -> Option<Arc<Hs>> {
+        let id = usize::try_from(id).ok()?;
+        self.lock().slots.get(id).cloned().flatten()
+    }
+
+    /// Frees slots whose time is up and forgets stale arrivals.
+    fn sweep(st: &mut State) {
+        let now = Instant::now();
+        for slot in st.slots.iter_mut() {
+            if slot.as_ref().is_some_and(|hs| hs.lock().clear_at.is_some_and(|at| at <= now)) {
+                *slot = None;
+            }
+        }
+        while st.slots.last().is_some_and(|s| s.is_none()) {
+            st.slots.pop();
+        }
+        let slots = &st.slots;
+        st.handshakes.retain(|_, known| match known.slot {
+            Some(id) => slots.get(id).is_some_and(|s| s.is_some()),
+            None => now.duration_since(known.at) < ARRIVAL_TTL,
+        });
+    }
+
+    fn release(&self, id: usize) {
+        let mut st = self.lock();
+        if let Some(slot) = st.slots.get_mut(id) {
+            *slot = None;
+        }
+        Self::sweep(&mut st);
+    }
+
+    fn note_arrival(&self, noise: &[u8], arrival: Arrival) {
+        let mut st = self.lock();
+        Self::sweep(&mut st);
+        if st.handshakes.len() >= ARRIVALS && !st.handshakes.contains_key(noise) {
+            return;
+        }
+        st.handshakes.entry(noise.to_vec()).or_insert(Known { arrival: Some(arrival), slot: None, at: Instant::now() });
+    }
+
+    /// The socket a handshake's reply must leave from: its puncher's, when the client is
+    /// to learn that socket's address.
+    fn reply_socket(&self, noise: &[u8]) -> Option<udx::Socket> {
+        let hs = {
+            let st = self.lock();
+            let id = st.handshakes.get(noise)?.slot?;
+            st.slots.get(id).cloned().flatten()?
+        };
+        let st = hs.lock();
+        if !st.reply_from_puncher {
+            return None;
+        }
+        st.puncher.as_ref().and_then(|p| p.socket())
+    }
+
+    /// Starts answering a handshake that passed the firewall: a slot, and the payload
+    /// fields. `None` when every slot is taken or the server is closing.
+    pub async fn offer(self: &Arc<Self>, noise: &[u8], client_address: &Ipv4Peer, relayed: bool) -> Option<Offer> {
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let wire = self.node.wire();
+        let (hs, arrival) = {
+            let mut st = self.lock();
+            Self::sweep(&mut st);
+            let arrival = st.handshakes.get(noise).and_then(|k| k.arrival.clone());
+            let id = match st.slots.iter().position(|s| s.is_none()) {
+                Some(free) => free,
+                None if st.slots.len() < MAX_HANDSHAKES => {
+                    st.slots.push(None);
+                    st.slots.len() - 1
+                }
+                None => return None,
+            };
+            let hs = Arc::new(Hs {
+                id,
+                st: Mutex::new(HsState::default()),
+                turn: tokio::sync::Mutex::new(()),
+                ended: watch::channel(false).0,
+                prepunch: watch::channel(None).0,
+            });
+            st.slots[id] = Some(hs.clone());
+            let known = st.handshakes.entry(noise.to_vec()).or_insert(Known { arrival: None, slot: None, at: Instant::now() });
+            known.slot = Some(id);
+            (hs, arrival)
+        };
+        let server_address = arrival.as_ref().map(|a| a.to.clone());
+        let our_remote = self.node.reachable_address();
+        // A private address helps only a peer behind the same NAT (or on our LAN).
+        let same_network = is_bogon(&client_address.host)
+            || server_address.as_ref().is_some_and(|s| s.host == client_address.host);
+        let mut addresses4 = Vec::new();
+        if let Some(remote) = &our_remote {
+            addresses4.push(remote.clone());
+        }
+        for local in self.node.local_addresses().await {
+            if (same_network || !is_bogon(&local.host)) && !addresses4.iter().any(|a| same_peer(a, &local)) {
+                addresses4.push(local);
+            }
+        }
+        let holepunch = our_remote.is_none().then(|| HolepunchInfo { id: hs.id as u64, relays: self.node.relays() });
+        let dial_socket = match (&arrival, relayed) {
+            (Some(a), false) => a.via.clone(),
+            _ => wire.primary().clone(),
+        };
+        Some(Offer {
+            hs,
+            responder: self.clone(),
+            firewall: if our_remote.is_some() { FIREWALL_OPEN } else { FIREWALL_UNKNOWN },
+            holepunch,
+            addresses4,
+            dial_socket,
+            listen_sockets: wire.node_sockets(),
+            our_remote: our_remote.is_some(),
+            relayed,
+            client_address: client_address.clone(),
+            server_address,
+            finished: false,
+        })
+    }
+}
+
+impl Offer {
+    /// The listening stream's firewall hook: the first packet (from a real port) gives it
+    /// its peer and ends the punching.
+    pub fn hook(&self, connected: oneshot::Sender<SocketAddr>) -> udx::FirewallHook {
+        let hs = self.hs.clone();
+        let mut connected = Some(connected);
+        Box::new(move |_socket, addr| {
+            if addr.port() == 0 {
+                return false;
+            }
+            hs.on_socket();
+            if let Some(tx) = connected.take() {
+                let _ = tx.send(addr);
+            }
+            true
+        })
+    }
+
+    /// The rest of `_addHandshake`, once the reply is made: the stream was dialled (the
+    /// client is open or came directly), or the client is on our LAN (a puncher, and the
+    /// client's ping decides), or we are reachable (wait for the client to dial), or
+    /// punch: a puncher whose socket the reply leaves from.
+    pub fn finish(mut self, secret: [u8; 32], remote: &NoisePayload, dialled: bool, stream: udx::StreamHandle) -> HsWait {
+        self.finished = true;
+        let hs = self.hs.clone();
+        if dialled {
+            hs.on_socket();
+            return HsWait { hs, events: None };
+        }
+        let deadline = Some(Instant::now() + INITIAL_TIMEOUT);
+        let same_host = self.relayed && self.server_address.as_ref().is_some_and(|s| s.host == self.client_address.host);
+        let lan = same_host && {
+            let theirs: Vec<Ipv4Peer> = remote.addresses4.iter().filter(|a| super::is_private(&a.host)).cloned().collect();
+            let ours = self.responder.node.local_addresses_now();
+            match_address(&ours, &theirs).is_some()
+        };
+        if lan || !self.our_remote {
+            let sink: SocketSink = Arc::new(move |socket: &udx::Socket| {
+                let _ = stream.listen_also(socket);
+            });
+            match Puncher::new(self.responder.node.punch_context(), false, remote.firewall, Some(sink)) {
+                Ok((puncher, events)) => {
+                    {
+                        let mut st = hs.lock();
+                        st.payload = Some(Arc::new(SecurePayload::new(secret)));
+                        st.puncher = Some(puncher);
+                        st.reply_from_puncher = !lan;
+                    }
+                    hs.prepunch.send_replace(deadline);
+                    return HsWait { hs, events: Some(events) };
+                }
+                Err(err) => tracing::debug!(%err, "holepunch: no puncher socket; waiting for the client to dial"),
+            }
+        }
+        hs.prepunch.send_replace(deadline);
+        HsWait { hs, events: None }
+    }
+}
+
+impl Responder {
+    /// Answers one `PEER_HOLEPUNCH` round (hyperdht's `_onpeerholepunch`): the socket to
+    /// answer from and the encrypted payload, or `None` for no answer.
+    pub async fn on_holepunch(&self, incoming: &Incoming, msg: &HolepunchMessage) -> Option<(udx::Socket, Vec<u8>)> {
+        let hs = self.slot(msg.id)?;
+        let peer_address = msg.peer_address.clone()?;
+        if self.closing.load(Ordering::Acquire) {
+            return None;
+        }
+        let _turn = hs.turn.lock().await;
+        let Some(payload) = hs.lock().payload.clone() else {
+            // Not opened for punching (open, or dialled).
+            return self.abort(&hs, ERROR_ABORTED);
+        };
+        let remote = payload.decrypt(&msg.payload).ok()?;
+        let Some(puncher) = hs.lock().puncher.clone() else { return self.abort(&hs, ERROR_ABORTED) };
+        let from_our_relay = self.node.is_relay(incoming.from);
+        if remote.error != ERROR_NONE {
+            let mut st = hs.lock();
+            st.round = st.round.max(remote.round);
+            drop(st);
+            return self.abort(&hs, ERROR_ABORTED);
+        }
+        let token = payload.token(&peer_address.host);
+        // Only a relay of ours can have handed the client our token for this address.
+        let echoed = from_our_relay && remote.remote_token == Some(token);
+        // A round relayed to the puncher's own socket says what that socket looks like.
+        puncher.add_sample(&incoming.via, &incoming.to, incoming.from);
+        {
+            let mut st = hs.lock();
+            if remote.round >= st.round {
+                st.round = remote.round;
+                puncher.update_remote(remote.punching, remote.firewall, remote.addresses.as_deref(), echoed.then_some(peer_address.host.as_str()));
+            }
+        }
+        let mut stable = puncher.analyze(false).await;
+        if puncher.destroyed() {
+            return None;
+        }
+        if !puncher.remote_holepunching() && !stable {
+            stable = puncher.analyze(true).await;
+            if puncher.destroyed() {
+                return None;
+            }
+            if !stable {
+                return self.abort(&hs, ERROR_ABORTED);
+            }
+        }
+        // Fast open: the client already opened its NAT toward our puncher's address.
+        let opened_toward_us = remote.remote_address.as_ref().is_some_and(|ra| puncher.addresses().is_some_and(|ours| ours.iter().any(|a| same_peer(a, ra))));
+        if is_consistent(puncher.firewall()) && opened_toward_us {
+            puncher.ping(&peer_address);
+        }
+        if puncher.remote_holepunching() {
+            hs.prepunch.send_replace(None);
+            let random = puncher.remote_firewall() >= FIREWALL_RANDOM || puncher.firewall() >= FIREWALL_RANDOM;
+            if random && self.node.random_punches().busy() {
+                // No relay to fall back on: the client tries again later.
+                return self.abort(&hs, ERROR_TRY_LATER);
+            }
+            let punching = puncher.punch().await;
+            if puncher.destroyed() {
+                return None;
+            }
+            if !punching {
+                return self.abort(&hs, ERROR_ABORTED);
+            }
+        }
+        if puncher.firewall() != FIREWALL_UNKNOWN {
+            puncher.freeze();
+        }
+        let reply = HolepunchPayload {
+            error: ERROR_NONE,
+            firewall: puncher.firewall(),
+            round: hs.lock().round,
+            connected: puncher.connected(),
+            punching: puncher.punching(),
+            addresses: puncher.addresses(),
+            remote_address: None,
+            token: from_our_relay.then_some(token),
+            remote_token: remote.token,
+        };
+        let socket = puncher.socket()?;
+        Some((socket, payload.encrypt(&reply).ok()?))
+    }
+
+    /// Tells the client we gave up (hyperdht's `_abort`), from the node's socket.
+    fn abort(&self, hs: &Hs, error: u64) -> Option<(udx::Socket, Vec<u8>)> {
+        let (payload, round) = {
+            let st = hs.lock();
+            (st.payload.clone(), st.round)
+        };
+        hs.abort();
+        let payload = payload?;
+        let reply = HolepunchPayload {
+            error,
+            firewall: FIREWALL_UNKNOWN,
+            round,
+            connected: false,
+            punching: false,
+            addresses: None,
+            remote_address: None,
+            token: None,
+            remote_token: None,
+        };
+        Some((self.node.wire().primary().clone(), payload.encrypt(&reply).ok()?))
+    }
+
+    /// Ends every handshake (their pending streams are dropped) and frees the slots.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        let slots: Vec<Arc<Hs>> = {
+            let mut st = self.lock();
+            st.handshakes.clear();
+            st.slots.drain(..).flatten().collect()
+        };
+        for hs in slots {
+            hs.abort();
+            if let Some(puncher) = hs.lock().puncher.take() {
+                puncher.destroy();
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.lock().slots.iter().filter(|s| s.is_some()).count()
+    }
+}
+
+/// Takes the served key's requests off the wire until `shutdown`: handshakes go to the
+/// server's handshake loop as peeroxide's server events (so that they share its limits and
+/// duplicate cache), their replies leave from the socket hyperdht would send them from;
+/// holepunch rounds are answered here.
+pub async fn dispatch(
+    responder: Arc<Responder>,
+    mut incoming: mpsc::Receiver<Incoming>,
+    server_events: mpsc::UnboundedSender<ServerEvent>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut answering: JoinSet<()> = JoinSet::new();
+    let mut replying: JoinSet<()> = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = incoming.recv() => {
+                let Some(request) = next else { break };
+                match request.kind {
+                    IncomingKind::Handshake(ref msg) => {
+                        let msg = msg.clone();
+                        responder.note_arrival(&msg.noise, Arrival { via: request.via.clone(), to: request.to.clone() });
+                        let (reply_tx, reply_rx) = oneshot::channel();
+                        let event = ServerEvent::PeerHandshake {
+                            msg: msg.clone(),
+                            from: peer_of(request.from),
+                            peer_address: msg.peer_address.clone(),
+                            target: Some(request.target),
+                            reply_tx,
+                        };
+                        if server_events.send(event).is_err() {
+                            break;
+                        }
+                        // Bounded by the handshake loop, which answers or drops each at once
+                        // or from its own bounded queue.
+                        let responder = responder.clone();
+                        replying.spawn(async move {
+                            if let Ok(Some(reply)) = reply_rx.await {
+                                responder.send_handshake_reply(&request, &msg, reply);
+                            }
+                        });
+                    }
+                    IncomingKind::Holepunch(_) => {
+                        if answering.len() >= MAX_IN_FLIGHT {
+                            tracing::debug!("holepunch: too many rounds in flight; one dropped");
+                            continue;
+                        }
+                        let responder = responder.clone();
+                        answering.spawn(async move {
+                            let IncomingKind::Holepunch(msg) = &request.kind else { return };
+                            if let Some((socket, payload)) = responder.on_holepunch(&request, msg).await {
+                                responder.send_holepunch_reply(&request, &socket, msg, payload);
+                            }
+                        });
+                    }
+                }
+            }
+            Some(_) = answering.join_next(), if !answering.is_empty() => {}
+            Some(_) = replying.join_next(), if !replying.is_empty() => {}
+            _ = shutdown.wait_for(|closed| *closed) => break,
+        }
+    }
+    answering.abort_all();
+    replying.abort_all();
+}
+
+impl Responder {
+    fn send_handshake_reply(&self, request: &Incoming, msg: &HandshakeMessage, reply: Vec<u8>) {
+        let wire = self.node.wire();
+        let via = self.reply_socket(&msg.noise).unwrap_or_else(|| request.via.clone());
+        let sent = match msg.mode {
+            MODE_FROM_CLIENT => wire.reply(&via, request.tid, request.from, reply),
+            MODE_FROM_RELAY => wire.relay(&via, request.tid, PEER_HANDSHAKE, self.target, reply, request.from),
+            MODE_FROM_SECOND_RELAY => match msg.relay_address.as_ref().and_then(addr_of) {
+                Some(relay) => wire.relay(&via, request.tid, PEER_HANDSHAKE, self.target, reply, relay),
+                None => return,
+            },
+            _ => return,
+        };
+        if let Err(err) = sent {
+            tracing::debug!(%err, "holepunch: handshake reply not sent");
+        }
+    }
+
+    fn send_holepunch_reply(&self, request: &Incoming, via: &udx::Socket, msg: &HolepunchMessage, payload: Vec<u8>) {
+        let reply = HolepunchMessage { mode: MODE_FROM_SERVER, id: 0, payload, peer_address: msg.peer_address.clone() };
+        let Ok(value) = encode_holepunch_msg_to_bytes(&reply) else { return };
+        if let Err(err) = self.node.wire().relay(via, request.tid, PEER_HOLEPUNCH, self.target, value, request.from) {
+            tracing::debug!(%err, "holepunch: reply not sent");
+        }
+    }
+}
