@@ -283,6 +283,29 @@ pub struct NativeServer {
     stats: Arc<Stats>,
     on_event: Arc<EventFn>,
     events_open: Arc<AtomicBool>,
+    /// Where `Drop` ends what `close()` was not called for.
+    runtime: tokio::runtime::Handle,
+}
+
+/// The JS object is finalized: its environment is going away (a worker thread terminated
+/// or exited) or it was collected. Without close(), the server and its DHT node would
+/// serve on with nobody to answer getMetrics; end them in the background, as close() does
+/// (a second close is a no-op). Spawning on a runtime that is shutting down (the process
+/// exits) drops the task: never a panic here, on the JS thread.
+impl Drop for NativeServer {
+    fn drop(&mut self) {
+        self.events_open.store(false, Ordering::SeqCst);
+        let (server, node, registrar) = (self.server.clone(), self.node.clone(), self.registrar.clone());
+        drop(self.runtime.spawn(async move {
+            let registrar = async {
+                if let Some(registrar) = &registrar {
+                    registrar.close().await;
+                }
+            };
+            tokio::join!(registrar, server.close());
+            node.destroy().await;
+        }));
+    }
 }
 
 /// Starts a DHT node and a metrics server on it. Resolves once the server is announced.
@@ -342,7 +365,8 @@ async fn start(
         };
         Arc::new(AliasRegistrar::start(config, transport, sink, stats.clone()))
     });
-    Ok(NativeServer { node, server: Arc::new(server), registrar, stats, on_event, events_open })
+    let runtime = tokio::runtime::Handle::current();
+    Ok(NativeServer { node, server: Arc::new(server), registrar, stats, on_event, events_open, runtime })
 }
 
 fn alias_config(options: AliasOptions, scrapers: &[Key], target: Key) -> napi::Result<AliasConfig, ErrorCode> {
