@@ -38,6 +38,11 @@ describe('teardown without close()', () => {
     // Nothing serves on that key any more (before: the server ran on, answering failures).
     expect(result.afterExit.res).toBeUndefined()
     expect(['REQUEST_TIMEOUT', 'CHANNEL_CLOSED', 'PEER_NOT_FOUND', 'PEER_CONNECTION_FAILED']).toContain(result.afterExit.code)
+    // The worker's native scraper closed its connection to the main thread's client, and
+    // both of the worker's DHT nodes their sockets (before: they ran on, sockets open).
+    expect(result.scraped).toEqual({ success: true, metrics: 'up 1\n' })
+    expect(result.mainConnections).toEqual({ opened: 2, closed: 1 })
+    expect(result.fdsAfter).toBeLessThanOrEqual(result.fdsBefore)
     // The main thread's own client, and a new one, are served as before.
     expect(result.mainAfter).toEqual({ success: true, metrics: 'up 1\n' })
     expect(result.third).toEqual({ success: true, metrics: 'up 1\n' })

@@ -45,6 +45,21 @@ pub struct NativeScraper {
     node: Arc<DhtNode>,
     scraper: Arc<Scraper>,
     public_key: Key,
+    /// Where `Drop` ends what `close()` was not called for.
+    runtime: tokio::runtime::Handle,
+}
+
+/// Finalized without close() (collected, or its worker thread went away): close the
+/// connection and the DHT node in the background rather than leave them running. A
+/// runtime that is shutting down drops the task; never a panic on the JS thread.
+impl Drop for NativeScraper {
+    fn drop(&mut self) {
+        let (scraper, node) = (self.scraper.clone(), self.node.clone());
+        drop(self.runtime.spawn(async move {
+            scraper.close().await;
+            node.destroy().await;
+        }));
+    }
 }
 
 /// Starts a DHT node for a scraper of `client_public_key`.
@@ -78,7 +93,8 @@ async fn start(options: ScraperOptions, client_public_key: Buffer) -> napi::Resu
         .map_err(|e| core_error(ErrorCode::Node, e.to_string()))?;
     let node = Arc::new(node);
     let scraper = Arc::new(Scraper::new(node.clone(), config));
-    Ok(NativeScraper { node, scraper, public_key: key_pair.public_key })
+    let runtime = tokio::runtime::Handle::current();
+    Ok(NativeScraper { node, scraper, public_key: key_pair.public_key, runtime })
 }
 
 fn version(value: Option<f64>) -> Option<u64> {
