@@ -65,6 +65,13 @@ function pictureOf (log) {
   return log.map(({ on, name, payload }) => [on, name, picture(payload, uids)])
 }
 
+// Resolves as `promise` does, or rejects after `ms`; leaves no timer behind.
+function within (promise, ms, what) {
+  let timer
+  const limit = new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms) })
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
+}
+
 async function both (scenario) {
   const runs = {}
   for (const [impl, Client] of [['rust', RustClient], ['reference', ReferenceClient]]) {
@@ -289,7 +296,7 @@ describe('rust only: registrations in Rust, several scraper keys', () => {
       if (successes.length === 2) resolve()
     }))
     await client.ready()
-    await both
+    await within(both, 10000, 'a registration with each scraper')
     const hex = (payloads) => payloads.map((p) => p.scraperPublicKey.toString('hex')).sort()
     const keys = [a.keyPair.publicKey.toString('hex'), b.keyPair.publicKey.toString('hex')].sort()
     expect(hex(successes)).toEqual(keys)
