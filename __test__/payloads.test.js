@@ -210,7 +210,7 @@ describe('every event payload deep-equals the reference\'s (one scraper key)', (
       const failed = once(client, 'register-alias-error', { timeout: 15000 })
       await client.ready()
       mark('ready() resolved')
-      await atServer
+      await within(atServer, 10000, 'the request reaching the alias server')
       await failed
       await client.close()
       mark('close() resolved')
@@ -247,7 +247,7 @@ describe('every event payload deep-equals the reference\'s (one scraper key)', (
       const { log, mark } = recorder(client)
       await client.ready()
       mark('ready() resolved')
-      await atServer
+      await within(atServer, 10000, 'the request reaching the alias server')
       await client.close()
       mark('close() resolved')
       return log
@@ -273,7 +273,7 @@ describe('rust only: registrations in Rust, several scraper keys', () => {
     env.onCleanup(() => client.close())
     const { log } = recorder(client)
     await client.ready()
-    await atServer
+    await within(atServer, 10000, 'the request reaching the alias server')
     await client.close()
     expect(log.map(({ name }) => name)).toEqual(['alias-attempt', 'ready', 'register-alias-error', 'close'])
     const error = log[2].payload
