@@ -103,7 +103,9 @@ class Child {
   }
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+// Unref'd: a timer left over from a race must not hold the process open at the end (the
+// child, the testnet and the sockets keep it running until then).
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms).unref())
 
 // protomux + protomux-rpc frames, as a JS scraper writes them (WIRE-NOTES.md).
 const uint = (n) => n <= 0xfc ? Buffer.from([n]) : Buffer.from([0xfd, n & 0xff, n >> 8])
