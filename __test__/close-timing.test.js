@@ -34,7 +34,12 @@ describe.each(IMPLEMENTATIONS)('%s: close() with scrapers connected', (impl, Cli
     return client
   }
 
-  test('two scraper connections: close() resolves within 20 ms and each connection ends', async () => {
+  // The 20 ms target is measured by `npm run bench` (benchmark/scrape.js). Here the bound is
+  // looser, for a debug build on two shared cores, yet well below the ~200 ms that a close
+  // waiting on its peer (or on a timer) would take.
+  const CLOSE_BOUND_MS = 100
+
+  test('two scraper connections: close() resolves promptly and each connection ends', async () => {
     const keyPair = HyperDHT.keyPair()
     const client = start(keyPair.publicKey)
     await client.ready()
@@ -48,7 +53,7 @@ describe.each(IMPLEMENTATIONS)('%s: close() with scrapers connected', (impl, Cli
     const started = performance.now()
     await client.close()
     const closeMs = performance.now() - started
-    expect(closeMs).toBeLessThan(20)
+    expect(closeMs).toBeLessThan(CLOSE_BOUND_MS)
     await within(Promise.all(scrapers.map((s) => s.closed)), 2000, 'the scrapers\' connections ending')
     expect(client.dht.destroyed).toBe(true)
     // How the goodbye looks to the scraper: the reference's socket is reset (its dht is
@@ -60,9 +65,8 @@ describe.each(IMPLEMENTATIONS)('%s: close() with scrapers connected', (impl, Cli
   })
 
   // As dht-prometheus runs it: the scraper's swarm also serves the alias registration, so
-  // the client holds a connection to it for that too. No 20 ms bound here yet: ours takes
-  // ~200 ms, spent closing that registration connection (RpcConnection::close waits up to
-  // 200 ms for a channel close the JS peer never sends); the scraper is told goodbye at once.
+  // the client holds a connection to it for that too, which close() ends without waiting
+  // for the JS peer (it never answers a channel close).
   test('the scraper also registers the alias: its connection ends, close() resolves', async () => {
     const aliasServer = await env.createAliasServer({ secret: SECRET })
     const client = start(aliasServer.keyPair.publicKey)
@@ -72,9 +76,11 @@ describe.each(IMPLEMENTATIONS)('%s: close() with scrapers connected', (impl, Cli
     const { scraper, closed } = env.connectScraper(client.publicKey, { keyPair: aliasServer.keyPair, dht: aliasServer.dht })
     expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'up 1\n' })
 
+    const started = performance.now()
     const closing = client.close()
-    await within(closed, 2000, 'the scraper\'s connection ending')
     await within(closing, 3000, 'close()')
+    expect(performance.now() - started).toBeLessThan(CLOSE_BOUND_MS)
+    await within(closed, 2000, 'the scraper\'s connection ending')
     expect(client.dht.destroyed).toBe(true)
   })
 

@@ -62,10 +62,13 @@ impl ClientError {
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Vec<u8>, ClientError>>>>>;
 
 pub struct RpcConnection {
-    frames: mpsc::UnboundedSender<Vec<u8>>,
+    /// Taken (dropped) by `close`: the writer ends once every sender is gone.
+    frames: Mutex<Option<mpsc::UnboundedSender<Vec<u8>>>>,
     pending: Pending,
     ids: Mutex<RequestIds>,
     closed: Arc<AtomicBool>,
+    /// Tells the connection task to stop waiting for the peer (`close`).
+    stop: Mutex<Option<oneshot::Sender<()>>>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -102,8 +105,14 @@ impl RpcConnection {
         let writer_task = tokio::spawn(write_loop(writer, frames_rx, keep_alive));
         let dispatch = Dispatch { pending: pending.clone(), frames: frames.clone() };
         let task_closed = closed.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            dispatch.run(channel, incoming).await;
+            // Ends when the peer ends the channel or the stream, or when we close: a JS
+            // protomux peer never answers a channel close, so that is not waited for.
+            tokio::select! {
+                _ = dispatch.run(channel, incoming) => {}
+                _ = stopped => {}
+            }
             task_closed.store(true, Ordering::SeqCst);
             dispatch.fail_all();
             reader_task.abort();
@@ -114,7 +123,14 @@ impl RpcConnection {
                 abort.abort();
             }
         });
-        Ok(Self { frames, pending, ids: Mutex::new(RequestIds::new()), closed, task: Mutex::new(Some(task)) })
+        Ok(Self {
+            frames: Mutex::new(Some(frames)),
+            pending,
+            ids: Mutex::new(RequestIds::new()),
+            closed,
+            stop: Mutex::new(Some(stop)),
+            task: Mutex::new(Some(task)),
+        })
     }
 
     pub fn is_closed(&self) -> bool {
@@ -136,7 +152,8 @@ impl RpcConnection {
         );
         mux::write_message_header(&mut frame, LOCAL_CHANNEL, rpc::REQUEST_MESSAGE);
         request.encode_into(&mut frame);
-        if self.frames.send(frame).is_err() {
+        let sent = self.frames.lock().ok().and_then(|frames| frames.as_ref().map(|f| f.send(frame).is_ok()));
+        if sent != Some(true) {
             self.forget(id);
             return Err(ClientError::ChannelClosed);
         }
@@ -158,11 +175,18 @@ impl RpcConnection {
 
     /// Closes the channel and the connection; requests still waiting get ChannelClosed.
     pub async fn close(&self) {
-        let _ = self.frames.send(mux::encode_close(LOCAL_CHANNEL));
+        // The close frame goes out, then our sender goes: the writer flushes and ends our
+        // side of the stream without waiting for the peer.
+        if let Some(frames) = self.frames.lock().ok().and_then(|mut slot| slot.take()) {
+            let _ = frames.send(mux::encode_close(LOCAL_CHANNEL));
+        }
+        if let Some(stop) = self.stop.lock().ok().and_then(|mut slot| slot.take()) {
+            let _ = stop.send(());
+        }
         let task = self.task.lock().ok().and_then(|mut slot| slot.take());
         if let Some(task) = task {
             let abort = task.abort_handle();
-            // Give the peer a moment to see the close; never wait long for it.
+            // Only our own writer is left to finish; bound it all the same.
             if tokio::time::timeout(Duration::from_millis(200), task).await.is_err() {
                 abort.abort();
             }
