@@ -9,7 +9,6 @@ use std::time::Duration;
 use libudx::UdxRuntime;
 use peeroxide_dht::hyperdht::{self, HyperDhtConfig, HyperDhtError, HyperDhtHandle, ServerEvent};
 use peeroxide_dht::holepuncher::Holepuncher;
-use peeroxide_dht::hyperdht_messages::RelayInfo;
 use peeroxide_dht::messages::Ipv4Peer;
 use thiserror::Error;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -17,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::holepunch::puncher::PunchContext;
 use crate::holepunch::wire::DhtWire;
-use crate::holepunch::{addr_of, peer_of, RandomPunches};
+use crate::holepunch::RandomPunches;
 
 #[derive(Debug, Error)]
 pub enum NodeError {
@@ -193,25 +192,6 @@ impl DhtNode {
             }
         }
         votes.into_iter().max_by_key(|(_, n)| *n).map(|(addr, _)| addr)
-    }
-
-    /// The nodes holding our announcement, each with the address it saw us at (what a
-    /// client sends its holepunch rounds through).
-    pub fn relays(&self) -> Vec<RelayInfo> {
-        self.handle
-            .current_relay_addresses()
-            .into_iter()
-            .filter_map(|relay| {
-                let seen = self.wire.seen_by(addr_of(&relay)?)?;
-                Some(RelayInfo { relay_address: relay, peer_address: seen })
-            })
-            .collect()
-    }
-
-    /// Whether `addr` is one of the nodes holding our announcement.
-    pub fn is_relay(&self, addr: SocketAddr) -> bool {
-        let peer = peer_of(addr);
-        self.handle.current_relay_addresses().iter().any(|r| *r == peer)
     }
 
     /// Our LAN addresses as hyperdht shares them (`Holepuncher.localAddresses` of the

@@ -116,10 +116,14 @@ impl MetricsServer {
         let public_key = config.key_pair.public_key;
         let target = hash(public_key.as_bytes());
         node.handle().register_server(&target);
-        node.handle()
+        let announced = node
+            .handle()
             .announce(target, &config.key_pair.to_dht(), &[])
             .await
             .map_err(|e| ServerError::Announce(e.to_string()))?;
+        // The nodes holding our announcement relay holepunch rounds to us.
+        let holepunch = Responder::new(node.clone(), target);
+        holepunch.announced(announced.closest_nodes);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let context = Arc::new(ConnectionContext {
@@ -135,7 +139,6 @@ impl MetricsServer {
         // Handshakes and holepunch rounds for our key come off the node's sockets through
         // our wire (to answer them from the socket hyperdht would); handshakes then reach
         // the loop below as server events.
-        let holepunch = Responder::new(node.clone(), target);
         let stats = context.stats.clone();
         let incoming = node.wire().serve(
             target,
@@ -153,7 +156,7 @@ impl MetricsServer {
             replies: ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES, Duration::from_secs(20)),
         };
         tasks.spawn(handshakes.run(server_events, shutdown_rx.clone()));
-        tasks.spawn(reannounce(node.clone(), config.key_pair.clone(), config.reannounce_every, shutdown_rx));
+        tasks.spawn(reannounce(node.clone(), holepunch.clone(), config.key_pair.clone(), config.reannounce_every, shutdown_rx));
 
         Ok(Self { public_key, shutdown, tasks: tokio::sync::Mutex::new(tasks), node, key_pair: config.key_pair, holepunch })
     }
@@ -185,7 +188,7 @@ pub(crate) async fn closed(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|closed| *closed).await;
 }
 
-async fn reannounce(node: Arc<DhtNode>, key_pair: KeyPair, every: Duration, mut shutdown: watch::Receiver<bool>) {
+async fn reannounce(node: Arc<DhtNode>, holepunch: Arc<Responder>, key_pair: KeyPair, every: Duration, mut shutdown: watch::Receiver<bool>) {
     let target = hash(key_pair.public_key.as_bytes());
     loop {
         // Jitter spreads the refreshes of many clients started together.
@@ -194,8 +197,9 @@ async fn reannounce(node: Arc<DhtNode>, key_pair: KeyPair, every: Duration, mut 
             _ = tokio::time::sleep(every + jitter) => {}
             _ = crate::server::closed(&mut shutdown) => return,
         }
-        if let Err(err) = node.handle().announce(target, &key_pair.to_dht(), &[]).await {
-            tracing::debug!(%err, "re-announce failed; next attempt at the next interval");
+        match node.handle().announce(target, &key_pair.to_dht(), &[]).await {
+            Ok(announced) => holepunch.announced(announced.closest_nodes),
+            Err(err) => tracing::debug!(%err, "re-announce failed; next attempt at the next interval"),
         }
     }
 }

@@ -329,6 +329,9 @@ impl Punch<'_, '_> {
         let rounds = async {
             let mut server_address = self.attempt.server_address.clone();
             let (token, peer_address) = self.probe_round(Some(server_address.clone()), &server_relay, true).await?;
+            if self.done() {
+                return Ok(());
+            }
             // The server's relay is ours too: the address it saw the server at is current.
             if same_peer(&server_relay.relay_address, &self.attempt.relay_address) && !same_peer(&server_address, &peer_address) {
                 server_address = peer_address;
@@ -340,6 +343,9 @@ impl Punch<'_, '_> {
         let mut rounds_done = false;
         loop {
             tokio::select! {
+                // A probe that got through wins over rounds still running (hyperdht's
+                // `isDone`): no punch is asked for once connected.
+                biased;
                 event = events.recv() => match event {
                     Some(PunchEvent::Connected { socket, addr }) => return Ok((socket, addr)),
                     Some(PunchEvent::Aborted) | None => return Err(ConnectError::HolepunchAborted),
@@ -351,6 +357,11 @@ impl Punch<'_, '_> {
                 }
             }
         }
+    }
+
+    /// Connected (a probe got through) or given up: no more rounds.
+    fn done(&self) -> bool {
+        self.puncher.connected() || self.puncher.destroyed()
     }
 
     /// One `PEER_HOLEPUNCH` round through `relay` (hyperdht's `updateHolepunch`).
@@ -403,11 +414,8 @@ impl Punch<'_, '_> {
                 token: None,
                 remote_token: None,
             };
-            let answer = match self.update(&server_relay.peer_address, &server_relay.relay_address, payload).await {
-                Ok(answer) => answer,
-                Err(err) => return Err(err),
-            };
-            if self.puncher.connected() {
+            let answer = self.update(&server_relay.peer_address, &server_relay.relay_address, payload).await?;
+            if self.done() {
                 return Ok((answer.payload.token, answer.peer_address));
             }
             // The server does not know its NAT yet: give it a moment (it may fast-open).
@@ -415,6 +423,9 @@ impl Punch<'_, '_> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             let stable = self.puncher.analyze(false).await;
+            if self.done() {
+                return Ok((answer.payload.token, answer.peer_address));
+            }
             if !stable && self.puncher.analyze(true).await && rounds_left > 0 {
                 retry = false;
                 continue;
@@ -434,6 +445,9 @@ impl Punch<'_, '_> {
     }
 
     async fn round_punch(&mut self, server_address: &Ipv4Peer, remote_token: Option<[u8; 32]>, _server_relay: &RelayInfo) -> Result<(), ConnectError> {
+        if self.done() {
+            return Ok(());
+        }
         // What we tell the server now is final.
         self.puncher.freeze();
         let random = self.puncher.remote_firewall() >= FIREWALL_RANDOM || self.puncher.firewall() >= FIREWALL_RANDOM;
@@ -463,7 +477,7 @@ impl Punch<'_, '_> {
             limits.unhold();
         }
         answer?;
-        if self.puncher.connected() {
+        if self.done() {
             return Ok(());
         }
         if !self.puncher.remote_holepunching() {

@@ -12,6 +12,16 @@
 //! - [`server`]: the server side: honest handshake payloads and `PEER_HOLEPUNCH` answers.
 //! - [`client`]: the client side: a connect that holepunches like `dht.connect`.
 
+/// Temporary diagnosis (DPC_HP_DEBUG=1): prints to stderr.
+macro_rules! hp_debug {
+    ($($arg:tt)*) => {
+        if std::env::var_os("DPC_HP_DEBUG").is_some() {
+            eprintln!("[hp {:?}] {}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() % 100_000).unwrap_or(0), format!($($arg)*));
+        }
+    };
+}
+pub(crate) use hp_debug;
+
 pub mod client;
 pub mod nat;
 pub mod puncher;

@@ -277,6 +277,7 @@ impl Inner {
     }
 
     fn on_probe(&self, via: &udx::Socket, from: SocketAddr) {
+        hp_debug!("probe in on {} from {from} initiator={}", via.local_addr(), self.initiator);
         if !self.initiator {
             // Answer: the initiator connects on it (and our NAT now knows the peer).
             let _ = via.send_to(&PROBE, from);
@@ -361,6 +362,9 @@ impl Inner {
                     });
                 }
                 while let Some(done) = pings.join_next().await {
+                    if let Ok((node, ref r)) = done {
+                        hp_debug!("sample {node} -> {:?}", r.as_ref().map(|r| &r.to));
+                    }
                     if let Ok((node, Ok(reply))) = done {
                         let mut st = this.lock();
                         if st.generation == generation && !st.destroyed {
@@ -403,6 +407,7 @@ impl Inner {
             let verified = st.remote_addresses.iter().find(|a| a.verified).map(|a| Ipv4Peer { host: a.host.clone(), port: a.port });
             (coerce(st.nat.firewall), coerce(st.remote_firewall), verified)
         };
+        hp_debug!("punch local={local} remote={remote} verified={verified:?}");
         if local == FIREWALL_CONSISTENT && remote == FIREWALL_CONSISTENT {
             let this = self.clone();
             self.spawn(async move { this.consistent_probes().await });
@@ -497,6 +502,9 @@ impl Inner {
                 }
             }
             let Ok(socket) = self.open_socket() else { return };
+            if self.lock().holders.len() % 64 == 0 {
+                hp_debug!("birthday sockets: {}", self.lock().holders.len());
+            }
             probe(&socket, remote, true);
             let mut st = self.lock();
             if st.destroyed {

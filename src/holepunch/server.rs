@@ -9,7 +9,7 @@
 //! then run against that puncher. A slot is freed 10 s after its connection opened or was
 //! given up, at most `MAX_HANDSHAKES` are held, and `close()` drops them all.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -20,7 +20,7 @@ use blake2::digest::{KeyInit, Mac};
 use peeroxide_dht::crypto::NS_PEER_HOLEPUNCH;
 use peeroxide_dht::hyperdht::ServerEvent;
 use peeroxide_dht::hyperdht_messages::{
-    encode_holepunch_msg_to_bytes, HandshakeMessage, HolepunchInfo, HolepunchMessage, HolepunchPayload, NoisePayload,
+    encode_holepunch_msg_to_bytes, HandshakeMessage, HolepunchInfo, RelayInfo, HolepunchMessage, HolepunchPayload, NoisePayload,
     ERROR_ABORTED, ERROR_NONE, ERROR_TRY_LATER, FIREWALL_OPEN, FIREWALL_RANDOM, FIREWALL_UNKNOWN, MODE_FROM_CLIENT,
     MODE_FROM_RELAY, MODE_FROM_SECOND_RELAY, MODE_FROM_SERVER, PEER_HANDSHAKE, PEER_HOLEPUNCH,
 };
@@ -74,7 +74,13 @@ pub struct Responder {
     target: [u8; 32],
     st: Mutex<State>,
     closing: AtomicBool,
+    /// The nodes our last announcements went to, newest last (hyperdht keeps three
+    /// rounds to recognise a relay of ours).
+    announced: Mutex<VecDeque<Vec<Ipv4Peer>>>,
 }
+
+/// Announcement rounds whose nodes still count as our relays.
+const RELAY_ROUNDS: usize = 3;
 
 #[derive(Default)]
 struct State {
@@ -212,6 +218,7 @@ impl HsWait {
                 _ = ended.wait_for(|e| *e) => return None,
                 _ = prepunch.changed() => {}
                 _ = timeout => {
+                    hp_debug!("wait id={} prepunch timeout", self.hs.id);
                     self.hs.abort();
                     return None;
                 }
@@ -222,6 +229,7 @@ impl HsWait {
                     }
                 } => match event {
                     Some(PunchEvent::Aborted) | None => {
+                        hp_debug!("wait id={} puncher aborted", self.hs.id);
                         self.events = None;
                         self.hs.abort();
                     }
@@ -234,7 +242,42 @@ impl HsWait {
 
 impl Responder {
     pub fn new(node: Arc<DhtNode>, target: [u8; 32]) -> Arc<Self> {
-        Arc::new(Self { node, target, st: Mutex::new(State::default()), closing: AtomicBool::new(false) })
+        Arc::new(Self {
+            node,
+            target,
+            st: Mutex::new(State::default()),
+            closing: AtomicBool::new(false),
+            announced: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// The nodes an announcement went to (hyperdht's announcer: they hold our record,
+    /// relay handshakes and holepunch rounds to us).
+    pub fn announced(&self, nodes: Vec<Ipv4Peer>) {
+        let mut rounds = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        if rounds.len() >= RELAY_ROUNDS {
+            rounds.pop_front();
+        }
+        rounds.push_back(nodes);
+    }
+
+    /// The relays of the last announcement, each with the address it saw us at.
+    fn relays(&self) -> Vec<RelayInfo> {
+        let rounds = self.announced.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(latest) = rounds.back() else { return Vec::new() };
+        latest
+            .iter()
+            .filter_map(|relay| {
+                let seen = self.node.wire().seen_by(addr_of(relay)?)?;
+                Some(RelayInfo { relay_address: relay.clone(), peer_address: seen })
+            })
+            .collect()
+    }
+
+    /// Whether `addr` took one of our last announcements.
+    fn is_relay(&self, addr: SocketAddr) -> bool {
+        let peer = peer_of(addr);
+        self.announced.lock().unwrap_or_else(|e| e.into_inner()).iter().flatten().any(|r| *r == peer)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -341,11 +384,12 @@ impl Responder {
                 addresses4.push(local);
             }
         }
-        let holepunch = our_remote.is_none().then(|| HolepunchInfo { id: hs.id as u64, relays: self.node.relays() });
+        let holepunch = our_remote.is_none().then(|| HolepunchInfo { id: hs.id as u64, relays: self.relays() });
         let dial_socket = match (&arrival, relayed) {
             (Some(a), false) => a.via.clone(),
             _ => wire.primary().clone(),
         };
+        hp_debug!("offer id={} client={:?} server_seen={:?} relayed={} our_remote={:?} addrs={:?} relays={:?} arrival_via={:?}", hs.id, client_address, server_address, relayed, our_remote, addresses4, holepunch.as_ref().map(|h| &h.relays), arrival.as_ref().map(|a| a.via.local_addr()));
         Some(Offer {
             hs,
             responder: self.clone(),
@@ -369,10 +413,11 @@ impl Offer {
     pub fn hook(&self, connected: oneshot::Sender<SocketAddr>) -> udx::FirewallHook {
         let hs = self.hs.clone();
         let mut connected = Some(connected);
-        Box::new(move |_socket, addr| {
+        Box::new(move |socket, addr| {
             if addr.port() == 0 {
                 return false;
             }
+            hp_debug!("hook id={} first packet from {addr} on {}", hs.id, socket.local_addr());
             hs.on_socket();
             if let Some(tx) = connected.take() {
                 let _ = tx.send(addr);
@@ -394,6 +439,7 @@ impl Offer {
         }
         let deadline = Some(Instant::now() + INITIAL_TIMEOUT);
         let same_host = self.relayed && self.server_address.as_ref().is_some_and(|s| s.host == self.client_address.host);
+        hp_debug!("finish id={} dialled={dialled} remote_fw={} remote_addrs={:?}", hs.id, remote.firewall, remote.addresses4);
         let lan = same_host && {
             let theirs: Vec<Ipv4Peer> = remote.addresses4.iter().filter(|a| super::is_private(&a.host)).cloned().collect();
             let ours = self.responder.node.local_addresses_now();
@@ -411,6 +457,7 @@ impl Offer {
                         st.puncher = Some(puncher);
                         st.reply_from_puncher = !lan;
                     }
+                    hp_debug!("finish id={} puncher lan={lan}", hs.id);
                     hs.prepunch.send_replace(deadline);
                     return HsWait { hs, events: Some(events) };
                 }
@@ -438,7 +485,8 @@ impl Responder {
         };
         let remote = payload.decrypt(&msg.payload).ok()?;
         let Some(puncher) = hs.lock().puncher.clone() else { return self.abort(&hs, ERROR_ABORTED) };
-        let from_our_relay = self.node.is_relay(incoming.from);
+        let from_our_relay = self.is_relay(incoming.from);
+        hp_debug!("hp id={} from={} via={} to={:?} peer={:?} round={} err={} fw={} punching={} addrs={:?} remote_address={:?} token={} remote_token={} our_relay={from_our_relay}", msg.id, incoming.from, incoming.via.local_addr(), incoming.to, peer_address, remote.round, remote.error, remote.firewall, remote.punching, remote.addresses, remote.remote_address, remote.token.is_some(), remote.remote_token.is_some());
         if remote.error != ERROR_NONE {
             let mut st = hs.lock();
             st.round = st.round.max(remote.round);
@@ -458,6 +506,7 @@ impl Responder {
             }
         }
         let mut stable = puncher.analyze(false).await;
+        hp_debug!("hp id={} analyzed stable={stable} local_fw={} local_addrs={:?} echoed={echoed}", msg.id, puncher.firewall(), puncher.addresses());
         if puncher.destroyed() {
             return None;
         }
@@ -505,11 +554,13 @@ impl Responder {
             remote_token: remote.token,
         };
         let socket = puncher.socket()?;
+        hp_debug!("hp id={} reply fw={} punching={} connected={} addrs={:?} from {}", msg.id, reply.firewall, reply.punching, reply.connected, reply.addresses, socket.local_addr());
         Some((socket, payload.encrypt(&reply).ok()?))
     }
 
     /// Tells the client we gave up (hyperdht's `_abort`), from the node's socket.
     fn abort(&self, hs: &Hs, error: u64) -> Option<(udx::Socket, Vec<u8>)> {
+        hp_debug!("abort id={} error={error}", hs.id);
         let (payload, round) = {
             let st = hs.lock();
             (st.payload.clone(), st.round)
@@ -620,6 +671,7 @@ impl Responder {
     fn send_handshake_reply(&self, request: &Incoming, msg: &HandshakeMessage, reply: Vec<u8>) {
         let wire = self.node.wire();
         let via = self.reply_socket(&msg.noise).unwrap_or_else(|| request.via.clone());
+        hp_debug!("handshake reply mode={} tid={} to={} from socket {}", msg.mode, request.tid, request.from, via.local_addr());
         let sent = match msg.mode {
             MODE_FROM_CLIENT => wire.reply(&via, request.tid, request.from, reply),
             MODE_FROM_RELAY => wire.relay(&via, request.tid, PEER_HANDSHAKE, self.target, reply, request.from),

@@ -295,7 +295,10 @@ impl Inner {
 
     fn on_response(&self, via: &udx::Socket, res: Response, from: SocketAddr) -> bool {
         let mut st = self.lock();
-        if res.to.port != 0 && !res.to.host.is_empty() {
+        // What nodes saw of the node's own sockets only: a puncher socket's mapping is
+        // not where a relay forwards to.
+        let node_socket = via.same(&self.primary) || via.same(&self.listen);
+        if node_socket && res.to.port != 0 && !res.to.host.is_empty() {
             st.seen.retain(|(addr, _)| *addr != from);
             if st.seen.len() >= SEEN_NODES {
                 st.seen.pop_front();
@@ -454,6 +457,36 @@ mod tests {
         assert_eq!(wire.seen_by(node.local_addr()), Some(reply.to.clone()));
         assert_eq!(wire.recent_nodes().len(), 1);
         assert!(wire.inner.lock().inflight.is_empty());
+
+        // A reply to a request from another socket of ours (a puncher's) is matched, but
+        // says nothing about where nodes see the node.
+        let puncher = udx::Socket::bind(localhost()).unwrap();
+        let puncher_wire = wire.clone();
+        let via = puncher.clone();
+        puncher.on_datagram(Arc::new(move |data: &[u8], from| {
+            puncher_wire.deliver(&via, data, from);
+        }));
+        let ask = Ask { internal: true, command: CMD_PING, target: None, value: None };
+        let pending = tokio::spawn({
+            let (wire, puncher, to) = (wire.clone(), puncher.clone(), node.local_addr());
+            async move { wire.request(&puncher, to, ask, 0).await }
+        });
+        let (bytes, from) = requests.recv().await.unwrap();
+        let Ok(Message::Request(req)) = decode_message(&bytes) else { panic!("not a request") };
+        assert_eq!(from, puncher.local_addr());
+        let other = encode_response_to_bytes(&Response {
+            tid: req.tid,
+            to: Ipv4Peer { host: "203.0.113.7".into(), port: 5555 },
+            id: None,
+            token: None,
+            closer_nodes: vec![],
+            error: 0,
+            value: None,
+        })
+        .unwrap();
+        node.send_to(&other, from).unwrap();
+        assert_eq!(pending.await.unwrap().unwrap().to.port, 5555);
+        assert_eq!(wire.seen_by(node.local_addr()).map(|p| p.port), Some(4242));
     }
 
     #[tokio::test(start_paused = true)]
