@@ -34,7 +34,7 @@ const PARALLEL_HANDSHAKES: usize = 2;
 /// How long an open client waits for the server to dial it.
 const PASSIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a LAN address has to answer a ping.
-const LAN_PING_TIMEOUT: Duration = Duration::from_secs(2);
+const LAN_PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// hyperdht's connect errors, with its codes.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -81,6 +81,7 @@ pub async fn connect(node: &DhtNode, key_pair: &KeyPair, remote_public_key: [u8;
             }
         }
     }
+    hp_debug!("connect: {} find-peer replies, relays {relays:?}", replies.len());
     if relays.is_empty() {
         return Err(ConnectError::PeerNotFound);
     }
@@ -112,7 +113,9 @@ pub async fn connect(node: &DhtNode, key_pair: &KeyPair, remote_public_key: [u8;
     let value = encode_handshake_to_bytes(&HandshakeMessage { mode: MODE_FROM_CLIENT, noise: request, peer_address: None, relay_address: None })
         .map_err(|e| ConnectError::Stream(e.to_string()))?;
 
-    let (relay, reply) = handshake_through(&wire, &relays, target, value).await?;
+    let handshake = handshake_through(&wire, &relays, target, value).await;
+    hp_debug!("connect: handshake {:?}", handshake.as_ref().map(|(relay, reply)| (relay, reply.from, reply.to.clone(), reply.value.as_ref().map(|v| v.len()))));
+    let (relay, reply) = handshake?;
     let hs = decode_handshake_from_bytes(reply.value.as_deref().unwrap_or_default()).map_err(|_| ConnectError::ConnectionFailed)?;
     if hs.mode != MODE_REPLY || reply.from != relay || hs.noise.is_empty() {
         return Err(ConnectError::ConnectionFailed);
@@ -147,15 +150,19 @@ pub async fn connect(node: &DhtNode, key_pair: &KeyPair, remote_public_key: [u8;
         client_address,
         our_firewall,
     };
-    let stream = match attempt.run().await? {
+    let route = attempt.run().await;
+    hp_debug!("connect: route {:?} (server fw={} addrs={:?} holepunch={:?}, server at {:?}, we at {:?})", route.as_ref().map(|r| match r { Route::Dial(s, a) => format!("dial {a} from {}", s.local_addr()), Route::Stream(_) => "dialled by server".into() }), attempt.payload.firewall, attempt.payload.addresses4, attempt.payload.holepunch, attempt.server_address, attempt.client_address);
+    let stream = match route? {
         Route::Dial(socket, addr) => udx::Stream::connect_with(&socket, stream_id, remote_id, addr, crate::connection::stream_config())
             .map_err(|e| ConnectError::Stream(e.to_string()))?,
         Route::Stream(stream) => stream,
     };
     let session = &attempt.session;
-    SecretStream::from_session(true, stream, session.tx, session.rx, session.handshake_hash, session.remote_public_key)
+    let secret = SecretStream::from_session(true, stream, session.tx, session.rx, session.handshake_hash, session.remote_public_key)
         .await
-        .map_err(|e| ConnectError::Stream(e.to_string()))
+        .map_err(|e| ConnectError::Stream(e.to_string()));
+    hp_debug!("connect: secret stream {:?}", secret.as_ref().map(|_| ()));
+    secret
 }
 
 /// Sends the handshake through the relays, a few at a time; the first reply wins.
@@ -231,35 +238,15 @@ impl Attempt<'_> {
             let ours = self.node.local_addresses_now();
             match_address(&ours, &theirs).or_else(|| theirs.first().cloned())
         });
-        match lan.flatten() {
-            Some(addr) => {
-                let lan_ping = self.lan(addr);
-                let punch = self.holepunch();
-                tokio::pin!(lan_ping);
-                tokio::pin!(punch);
-                let mut lan_done = false;
-                let mut punch_result = None;
-                loop {
-                    tokio::select! {
-                        found = &mut lan_ping, if !lan_done => match found {
-                            Some((socket, addr)) => return Ok(Route::Dial(socket, addr)),
-                            None => {
-                                lan_done = true;
-                                if let Some(result) = punch_result.take() {
-                                    return result;
-                                }
-                            }
-                        },
-                        result = &mut punch, if punch_result.is_none() => match result {
-                            Ok((socket, addr)) => return Ok(Route::Dial(socket, addr)),
-                            Err(err) if lan_done => return Err(err),
-                            Err(err) => punch_result = Some(Err(err)),
-                        },
-                    }
-                }
+        // The LAN first, then holepunching: a holepunch round the server cannot use yet
+        // makes a hyperdht server abort the handshake, and with it the stream the LAN
+        // connection was about to reach. A blocked LAN costs at most `LAN_PING_TIMEOUT`.
+        if let Some(addr) = lan.flatten() {
+            if let Some((socket, addr)) = self.lan(addr).await {
+                return Ok(Route::Dial(socket, addr));
             }
-            None => self.holepunch().await.map(|(socket, addr)| Route::Dial(socket, addr)),
         }
+        self.holepunch().await.map(|(socket, addr)| Route::Dial(socket, addr))
     }
 
     /// An open client: the server dials us.
@@ -296,6 +283,7 @@ impl Attempt<'_> {
         };
         let (puncher, events) = Puncher::new(self.node.punch_context(), true, self.payload.firewall, None)
             .map_err(|e| ConnectError::Stream(e.to_string()))?;
+        let _destroy = DestroyOnDrop(puncher.clone());
         let mut punch = Punch {
             attempt: self,
             puncher: puncher.clone(),
@@ -304,9 +292,16 @@ impl Attempt<'_> {
             round: 0,
         };
         let server_relay = info.relays.iter().find(|r| same_peer(&r.relay_address, &self.relay_address)).unwrap_or(&info.relays[0]).clone();
-        let result = punch.run(server_relay, events).await;
-        puncher.destroy();
-        result
+        punch.run(server_relay, events).await
+    }
+}
+
+/// Ends the puncher however the attempt ends (a connect that timed out drops it).
+struct DestroyOnDrop(Puncher);
+
+impl Drop for DestroyOnDrop {
+    fn drop(&mut self) {
+        self.0.destroy();
     }
 }
 
