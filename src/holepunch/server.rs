@@ -694,3 +694,221 @@ impl Responder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeConfig;
+    use peeroxide_dht::hyperdht_messages::{FIREWALL_CONSISTENT, UdxInfo};
+
+    /// A loopback network of three serving nodes and a firewalled node for the server.
+    async fn network() -> (Vec<Arc<DhtNode>>, Arc<DhtNode>) {
+        let spawn = |bootstrap: Vec<String>, ephemeral| async move {
+            Arc::new(DhtNode::spawn(NodeConfig { bootstrap, host: "127.0.0.1".into(), port: 0, ephemeral }).await.expect("node"))
+        };
+        let first = spawn(vec![], Some(false)).await;
+        let address = first.local_address().await.expect("address");
+        let bootstrap = vec![format!("{}:{}", address.host, address.port)];
+        let mut nodes = vec![first];
+        for _ in 0..2 {
+            nodes.push(spawn(bootstrap.clone(), Some(false)).await);
+        }
+        let server = spawn(bootstrap, None).await;
+        // A query to every node: its wire sees what each saw of it (the NAT samples), and
+        // its LAN address is checked.
+        let _ = server.handle().dht().find_node([9; 32]).await;
+        assert!(server.wire().recent_nodes().len() >= 3, "{:?}", server.wire().recent_nodes());
+        server.local_addresses().await;
+        (nodes, server)
+    }
+
+    async fn destroy(nodes: Vec<Arc<DhtNode>>, server: Arc<DhtNode>) {
+        server.destroy().await;
+        for node in nodes {
+            node.destroy().await;
+        }
+    }
+
+    fn client() -> Ipv4Peer {
+        Ipv4Peer { host: "127.0.0.1".into(), port: 40000 }
+    }
+
+    fn remote_payload(firewall: u64) -> NoisePayload {
+        NoisePayload {
+            version: 1,
+            error: 0,
+            firewall,
+            holepunch: None,
+            addresses4: vec![],
+            addresses6: vec![],
+            udx: Some(UdxInfo { version: 1, reusable_socket: false, id: 9, seq: 0 }),
+            secret_stream: None,
+            relay_through: None,
+            relay_addresses: None,
+        }
+    }
+
+    /// A handshake answered as a firewalled client's: its slot, with a puncher.
+    async fn punching_handshake(responder: &Arc<Responder>, noise: &[u8], secret: [u8; 32]) -> (u64, HsWait, udx::Stream, oneshot::Receiver<SocketAddr>) {
+        let offer = responder.offer(noise, &client(), true).await.expect("a slot");
+        let id = offer.holepunch.as_ref().expect("holepunch info").id;
+        let (tx, rx) = oneshot::channel();
+        let stream = udx::Stream::listen_on(&offer.listen_sockets, 100 + id as u32, 9, offer.hook(tx), udx::Config::default()).expect("stream");
+        let wait = offer.finish(secret, &remote_payload(FIREWALL_UNKNOWN), false, stream.handle());
+        (id, wait, stream, rx)
+    }
+
+    fn round(secure: &SecurePayload, round: u64, firewall: u64, punching: bool, remote_token: Option<[u8; 32]>) -> Vec<u8> {
+        secure
+            .encrypt(&HolepunchPayload {
+                error: ERROR_NONE,
+                firewall,
+                round,
+                connected: false,
+                punching,
+                addresses: Some(vec![client()]),
+                remote_address: None,
+                token: Some([5; 32]),
+                remote_token,
+            })
+            .expect("encrypt")
+    }
+
+    fn incoming(server: &DhtNode, from: SocketAddr, id: u64, payload: Vec<u8>) -> (Incoming, HolepunchMessage) {
+        let msg = HolepunchMessage { mode: peeroxide_dht::hyperdht_messages::MODE_FROM_RELAY, id, payload, peer_address: Some(client()) };
+        let incoming = Incoming {
+            via: server.wire().primary().clone(),
+            from,
+            to: Ipv4Peer { host: "127.0.0.1".into(), port: 1 },
+            tid: 1,
+            target: [0; 32],
+            kind: IncomingKind::Holepunch(msg.clone()),
+        };
+        (incoming, msg)
+    }
+
+    #[tokio::test]
+    async fn payload_fields_are_honest_for_a_firewalled_node() {
+        let (nodes, server) = network().await;
+        let responder = Responder::new(server.clone(), [1; 32]);
+        let relay = nodes[0].local_address().await.expect("relay");
+        responder.announced(vec![relay.clone()]);
+        let offer = responder.offer(b"noise", &client(), true).await.expect("offer");
+        // Never reachable unsolicited: holepunch info, the relay with what it saw of us.
+        assert_eq!(offer.firewall, FIREWALL_UNKNOWN);
+        let info = offer.holepunch.clone().expect("holepunch info");
+        assert_eq!(info.relays.len(), 1);
+        assert_eq!(info.relays[0].relay_address, relay);
+        assert_eq!(info.relays[0].peer_address.host, "127.0.0.1");
+        assert_eq!(info.relays[0].peer_address.port, server.wire().primary().local_addr().port());
+        // The loopback address, on the node's port: nothing unparsable, no port 0.
+        let port = server.wire().listen().local_addr().port();
+        assert_eq!(offer.addresses4, vec![Ipv4Peer { host: "127.0.0.1".into(), port }]);
+        // A peer elsewhere gets no private address at all.
+        let elsewhere = Ipv4Peer { host: "88.99.3.86".into(), port: 1 };
+        let offer = responder.offer(b"noise 2", &elsewhere, true).await.expect("offer");
+        assert!(offer.addresses4.is_empty());
+        drop(offer);
+        destroy(nodes, server).await;
+    }
+
+    #[tokio::test]
+    async fn holepunch_rounds_are_checked_and_answered_from_the_puncher() {
+        let (nodes, server) = network().await;
+        let responder = Responder::new(server.clone(), [1; 32]);
+        let relay: SocketAddr = addr_of(&nodes[0].local_address().await.expect("relay")).expect("addr");
+        let stranger: SocketAddr = addr_of(&nodes[1].local_address().await.expect("stranger")).expect("addr");
+        responder.announced(vec![peer_of(relay)]);
+        let secret = [3; 32];
+        let client_secure = SecurePayload::new(secret);
+        let (id, _wait, _stream, _connected) = punching_handshake(&responder, b"noise", secret).await;
+
+        // Unknown slot, a payload not under the handshake's secret: no answer at all.
+        let (inc, msg) = incoming(&server, relay, id + 1, round(&client_secure, 0, FIREWALL_CONSISTENT, false, None));
+        assert!(responder.on_holepunch(&inc, &msg).await.is_none());
+        let (inc, msg) = incoming(&server, relay, id, round(&SecurePayload::new([4; 32]), 0, FIREWALL_CONSISTENT, false, None));
+        assert!(responder.on_holepunch(&inc, &msg).await.is_none());
+
+        // A probe round through our relay: answered from the puncher's socket, with our
+        // token for the client's host and its token echoed.
+        let (inc, msg) = incoming(&server, relay, id, round(&client_secure, 0, FIREWALL_CONSISTENT, false, None));
+        let (socket, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
+        assert!(!socket.same(server.wire().primary()), "the puncher's socket");
+        let reply = client_secure.decrypt(&reply).expect("under the shared secret");
+        assert_eq!(reply.error, ERROR_NONE);
+        assert_eq!(reply.firewall, FIREWALL_CONSISTENT, "loopback maps consistently");
+        assert_eq!(reply.addresses, Some(vec![peer_of(socket.local_addr())]));
+        assert_eq!(reply.remote_token, Some([5; 32]));
+        let token = reply.token.expect("our token, through our relay");
+
+        // Through a node that is not our relay: no token (it could not have been given one).
+        let (inc, msg) = incoming(&server, stranger, id, round(&client_secure, 1, FIREWALL_CONSISTENT, false, None));
+        let (_, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
+        assert_eq!(client_secure.decrypt(&reply).expect("decrypt").token, None);
+
+        // The punching round echoes our token through our relay: verified, and we punch.
+        let (inc, msg) = incoming(&server, relay, id, round(&client_secure, 2, FIREWALL_CONSISTENT, true, Some(token)));
+        let (_, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
+        let reply = client_secure.decrypt(&reply).expect("decrypt");
+        assert!(reply.punching);
+        assert_eq!(reply.round, 2);
+
+        // The client gives up: we answer ABORTED from the node's socket and end the slot.
+        let aborting = client_secure
+            .encrypt(&HolepunchPayload { error: ERROR_ABORTED, firewall: 0, round: 3, connected: false, punching: false, addresses: None, remote_address: None, token: None, remote_token: None })
+            .expect("encrypt");
+        let (inc, msg) = incoming(&server, relay, id, aborting);
+        let (socket, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
+        assert!(socket.same(server.wire().primary()));
+        assert_eq!(client_secure.decrypt(&reply).expect("decrypt").error, ERROR_ABORTED);
+        destroy(nodes, server).await;
+    }
+
+    #[tokio::test]
+    async fn a_random_punch_waits_out_the_nodes_limit() {
+        let (nodes, server) = network().await;
+        let responder = Responder::new(server.clone(), [1; 32]);
+        let relay: SocketAddr = addr_of(&nodes[0].local_address().await.expect("relay")).expect("addr");
+        responder.announced(vec![peer_of(relay)]);
+        let secret = [3; 32];
+        let client_secure = SecurePayload::new(secret);
+        let (id, _wait, _stream, _connected) = punching_handshake(&responder, b"noise", secret).await;
+        server.random_punches().begin();
+        server.random_punches().end();
+        let (inc, msg) = incoming(&server, relay, id, round(&client_secure, 0, FIREWALL_RANDOM, true, None));
+        let (_, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
+        assert_eq!(client_secure.decrypt(&reply).expect("decrypt").error, ERROR_TRY_LATER);
+        destroy(nodes, server).await;
+    }
+
+    #[tokio::test]
+    async fn slots_are_bounded_time_out_and_go_with_close() {
+        let (nodes, server) = network().await;
+        let responder = Responder::new(server.clone(), [1; 32]);
+        tokio::time::pause();
+        let mut waits = Vec::new();
+        for i in 0..MAX_HANDSHAKES {
+            waits.push(punching_handshake(&responder, format!("noise {i}").as_bytes(), [3; 32]).await);
+        }
+        assert_eq!(responder.held(), MAX_HANDSHAKES);
+        assert!(responder.offer(b"one too many", &client(), true).await.is_none());
+
+        // Nobody punched or dialled in time: given up, the slot freed a while later.
+        let (_, wait, _stream, connected) = waits.pop().expect("one");
+        let started = Instant::now();
+        assert_eq!(wait.connected(connected).await, None);
+        assert!(started.elapsed() >= INITIAL_TIMEOUT);
+        tokio::time::advance(CLEAR_WAIT).await;
+        assert!(responder.offer(b"now there is room", &client(), true).await.is_some());
+
+        // Closing ends every handshake at once.
+        responder.close();
+        assert_eq!(responder.held(), 0);
+        let (_, wait, _stream, connected) = waits.pop().expect("another");
+        assert_eq!(wait.connected(connected).await, None);
+        assert!(responder.offer(b"after close", &client(), true).await.is_none());
+        tokio::time::resume();
+        drop(waits);
+        destroy(nodes, server).await;
+    }
+}
