@@ -38,7 +38,14 @@ const CASES = [
   { id: 'pp-pp', title: 'client and scraper behind two port-preserving NATs', client: 'pp1', scraper: 'pp2', timeoutMs: 10000, timed: true },
   { id: 'rnd', title: 'client behind a randomizing (symmetric) NAT, scraper public', client: 'rnd', scraper: 'pub2', timeoutMs: 10000 },
   { id: 'rnd-pp', title: 'client behind a randomizing NAT, scraper behind a port-preserving NAT', client: 'rnd', scraper: 'pp2', timeoutMs: 75000, aliasGraceMs: 30000 },
-  { id: 'fc', title: 'client behind a full-cone NAT, scraper public', client: 'fc', scraper: 'pub2', timeoutMs: 10000 }
+  { id: 'fc', title: 'client behind a full-cone NAT, scraper public', client: 'fc', scraper: 'pub2', timeoutMs: 10000 },
+  // The other side (issue 11 item 4): the client is the JS reference in both columns; the
+  // scraper is the JS scraper (control) or this package's command line, `dht-prom-client
+  // scrape`, a new process per scrape. There is no alias server on this side.
+  { id: 'cli-pp', side: 'scraper', title: 'scraper side: JS client behind a port-preserving NAT, scraper public', client: 'pp1', scraper: 'pub2', timeoutMs: 10000 },
+  { id: 'cli-pp-pp', side: 'scraper', title: 'scraper side: JS client and scraper behind two port-preserving NATs', client: 'pp1', scraper: 'pp2', timeoutMs: 10000 },
+  { id: 'cli-rnd', side: 'scraper', title: 'scraper side: JS client behind a randomizing NAT, scraper public', client: 'rnd', scraper: 'pub2', timeoutMs: 10000 },
+  { id: 'cli-rnd-pp', side: 'scraper', title: 'scraper side: JS client behind a randomizing NAT, scraper behind a port-preserving NAT', client: 'rnd', scraper: 'pp2', timeoutMs: 75000, aliasGraceMs: 30000 }
 ]
 const IMPLS = [
   { id: 'reference', label: 'JS reference 2.1.0' },
@@ -197,13 +204,17 @@ async function runCase (testcase, impl, hosts, bootstrap, { verbose, keepAliasSt
   }
   lab.flushAll() // no NAT state from the run before
   const procs = []
+  // Scraper-side cases: the JS reference client, scraped by the JS scraper or our CLI.
+  const cliScraper = testcase.side === 'scraper' && impl.id === 'package'
+  const clientImpl = testcase.side === 'scraper' ? 'reference' : impl.id
   try {
-    const scraper = new LabProcess(`scraper@${scraperHost.name}`, scraperHost.ns, 'scraper.js', { bootstrap, host: scraperHost.ip, secret: SECRET })
+    const scraperScript = cliScraper ? 'cli-scraper.js' : 'scraper.js'
+    const scraper = new LabProcess(`${cliScraper ? 'cli' : 'scraper'}@${scraperHost.name}`, scraperHost.ns, scraperScript, { bootstrap, host: scraperHost.ip, secret: SECRET })
     procs.push(scraper)
     const { publicKey: scraperKey } = await scraper.next('ready', START_MS)
 
-    const client = new LabProcess(`${impl.id}@${clientHost.name}`, clientHost.ns, 'client.js', {
-      impl: impl.id, bootstrap, host: clientHost.ip, scraperKey, secret: SECRET, alias: `nat-lab-${testcase.id}`, metrics: METRICS
+    const client = new LabProcess(`${clientImpl}@${clientHost.name}`, clientHost.ns, 'client.js', {
+      impl: clientImpl, bootstrap, host: clientHost.ip, scraperKey, secret: SECRET, alias: `nat-lab-${testcase.id}`, metrics: METRICS
     })
     procs.push(client)
     const ready = await client.next('ready', START_MS)
@@ -213,7 +224,8 @@ async function runCase (testcase, impl, hosts, bootstrap, { verbose, keepAliasSt
     // A registration that timed out may still connect later (the rpc client keeps dialling and
     // a random-NAT punch can take longer than its 10 s), so the scraper side is waited for too.
     const aliasStarted = Date.now()
-    const alias = await client.next('alias', ALIAS_MS).catch(() => null)
+    // Our CLI serves no alias: nothing to wait for (the client's attempt finds no server).
+    const alias = cliScraper ? { ok: false, error: 'no alias server on this side' } : await client.next('alias', ALIAS_MS).catch(() => null)
     result.alias = alias === null ? 'no outcome' : alias.ok ? 'registered' : `failed (${alias.error})`
     if (!(alias && alias.ok) && testcase.aliasGraceMs) {
       const late = await scraper.next('alias-connection', testcase.aliasGraceMs).catch(() => null)

@@ -12,7 +12,8 @@
 //! - [`server`]: the server side: honest handshake payloads and `PEER_HOLEPUNCH` answers.
 //! - [`client`]: the client side: a connect that holepunches like `dht.connect`.
 
-/// Temporary diagnosis (DPC_HP_DEBUG=1): prints to stderr.
+/// Diagnosis of NAT traversal where no debugger reaches (the NAT lab's namespaces): with
+/// `DPC_HP_DEBUG` set, each holepunch step is printed to stderr.
 macro_rules! hp_debug {
     ($($arg:tt)*) => {
         if std::env::var_os("DPC_HP_DEBUG").is_some() {
