@@ -442,6 +442,8 @@ struct Waiting {
 
 impl Waiting {
     /// Queues the handshake, or gives it back when the queue is full.
+    // Given back by value: boxing it would allocate for every handshake a flood drops.
+    #[allow(clippy::result_large_err)]
     fn push(&mut self, pending: PendingHandshake) -> Result<(), PendingHandshake> {
         let size = pending.msg.noise.len();
         if self.queue.len() >= MAX_WAITING_HANDSHAKES || self.bytes + size > MAX_WAITING_BYTES {
