@@ -35,7 +35,8 @@ const { values } = parseArgs({
     'scrapes-2m': { type: 'string', default: '60' },
     'throughput-ms': { type: 'string', default: '2000' },
     'in-flight': { type: 'string', default: '16' },
-    json: { type: 'string' }
+    json: { type: 'string' },
+    'allow-debug': { type: 'boolean', default: false }
   }
 })
 const ROUNDS = Number(values.rounds)
@@ -49,6 +50,24 @@ const PHASES = {
 }
 const PHASE_NAMES = values.phases.split(',')
 for (const name of PHASE_NAMES) if (!PHASES[name]) throw new Error(`unknown phase ${name}`)
+
+// The addon this run measures: a private copy, loaded by every client process through
+// napi-rs's NAPI_RS_NATIVE_LIBRARY_PATH, so that a rebuild in the working tree while the
+// run goes on (another `npm run build:debug`) cannot swap the binary under it.
+function addonCopy () {
+  const { napi } = require('../package.json')
+  const built = process.env.NAPI_RS_NATIVE_LIBRARY_PATH ||
+    path.join(__dirname, '..', `${napi.binaryName}.${require('../lib/platform').platformKey()}.node`)
+  const bytes = fs.readFileSync(built)
+  // A debug build carries DWARF; `npm run build` (release) strips it.
+  if (bytes.includes('.debug_info') && !values['allow-debug']) {
+    throw new Error(`${built} is a debug build (${(bytes.length / 2 ** 20).toFixed(0)} MiB): run \`npm run build\` first, or pass --allow-debug`)
+  }
+  const copy = path.join(os.tmpdir(), `dht-prom-client-rs-bench-${process.pid}.node`)
+  fs.writeFileSync(copy, bytes, { mode: 0o755 })
+  const { mtime } = fs.statSync(built)
+  return { copy, description: `${path.basename(built)} (${(bytes.length / 2 ** 20).toFixed(1)} MiB, built ${mtime.toISOString()})` }
+}
 
 const REQUEST_TIMEOUT_MS = 10000
 const GOODBYE_WAIT_MS = 5000
@@ -160,7 +179,7 @@ async function session (ctx, impl, phaseName) {
   const phase = PHASES[phaseName]
   const child = fork(path.join(__dirname, 'client-process.js'), [
     impl, String(phase.size), ctx.scraperKeyPair.publicKey.toString('hex'), JSON.stringify(ctx.bootstrap)
-  ])
+  ], { env: { ...process.env, NAPI_RS_NATIVE_LIBRARY_PATH: ctx.addon.copy } })
   const exited = once(child, 'exit')
   try {
     const [ready] = await withTimeout(once(child, 'message'), 30000, `${impl} ready`)
@@ -300,7 +319,7 @@ function report (rows, env) {
       target: verdict
     })
   }
-  console.log(`\nEnd to end, ${env.date}: ${env.machine}; load ${env.loadBefore} -> ${env.loadAfter}; ${ROUNDS} rounds, ${(env.seconds).toFixed(0)} s`)
+  console.log(`\nEnd to end, ${env.date}: ${env.machine}; load ${env.loadBefore} -> ${env.loadAfter}; ${ROUNDS} rounds, ${(env.seconds).toFixed(0)} s; addon ${env.addon}`)
   console.table(table)
   console.log('\n| figure | ours | reference | ours/reference | target |\n|---|---|---|---|---|')
   for (const t of table) console.log(`| ${t.figure} | ${t.ours} | ${t.reference} | ${t['ours/reference']} | ${t.target} |`)
@@ -312,7 +331,9 @@ function report (rows, env) {
 
 async function main () {
   const started = performance.now()
+  const addon = addonCopy()
   const env = {
+    addon: addon.description,
     date: new Date().toISOString(),
     machine: `${os.cpus().length} CPUs (${os.cpus()[0].model.trim()}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`,
     loadBefore: os.loadavg().map((l) => l.toFixed(2)).join(' / ')
@@ -320,7 +341,7 @@ async function main () {
   const testnet = await createTestnet(3, { host: '127.0.0.1' })
   const scraperKeyPair = HyperDHT.keyPair()
   const dht = new HyperDHT({ bootstrap: testnet.bootstrap, host: '127.0.0.1', keyPair: scraperKeyPair })
-  const ctx = { bootstrap: testnet.bootstrap, scraperKeyPair, dht, connections: watchConnections(dht) }
+  const ctx = { bootstrap: testnet.bootstrap, scraperKeyPair, dht, connections: watchConnections(dht), addon }
   const rows = []
   try {
     for (let round = 0; round < ROUNDS; round++) {
@@ -337,6 +358,7 @@ async function main () {
   } finally {
     await dht.destroy()
     await testnet.destroy()
+    fs.rmSync(addon.copy, { force: true })
   }
   env.loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ')
   env.seconds = (performance.now() - started) / 1000
