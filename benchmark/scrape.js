@@ -59,14 +59,28 @@ function addonCopy () {
   const built = process.env.NAPI_RS_NATIVE_LIBRARY_PATH ||
     path.join(__dirname, '..', `${napi.binaryName}.${require('../lib/platform').platformKey()}.node`)
   const bytes = fs.readFileSync(built)
-  // A debug build carries DWARF; `npm run build` (release) strips it.
-  if (bytes.includes('.debug_info') && !values['allow-debug']) {
+  if (hasDebugInfo(bytes) && !values['allow-debug']) {
     throw new Error(`${built} is a debug build (${(bytes.length / 2 ** 20).toFixed(0)} MiB): run \`npm run build\` first, or pass --allow-debug`)
   }
   const copy = path.join(os.tmpdir(), `dht-prom-client-rs-bench-${process.pid}.node`)
   fs.writeFileSync(copy, bytes, { mode: 0o755 })
   const { mtime } = fs.statSync(built)
   return { copy, description: `${path.basename(built)} (${(bytes.length / 2 ** 20).toFixed(1)} MiB, built ${mtime.toISOString()})` }
+}
+
+// A debug build carries a .debug_info section; `npm run build` (release) strips it. ELF
+// (64-bit, little-endian) only; elsewhere nothing is checked.
+function hasDebugInfo (elf) {
+  if (elf.length < 64 || elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2 || elf[5] !== 1) return false
+  const shoff = Number(elf.readBigUInt64LE(0x28))
+  const shentsize = elf.readUInt16LE(0x3a)
+  const shnum = elf.readUInt16LE(0x3c)
+  const names = Number(elf.readBigUInt64LE(shoff + elf.readUInt16LE(0x3e) * shentsize + 0x18))
+  for (let i = 0; i < shnum; i++) {
+    const at = names + elf.readUInt32LE(shoff + i * shentsize)
+    if (elf.toString('latin1', at, at + 12) === '.debug_info\0') return true
+  }
+  return false
 }
 
 const REQUEST_TIMEOUT_MS = 10000
