@@ -21,8 +21,6 @@ macro_rules! hp_debug {
         }
     };
 }
-pub(crate) use hp_debug;
-
 pub mod client;
 pub mod nat;
 pub mod puncher;

@@ -165,6 +165,11 @@ impl Puncher {
         self.inner.lock().destroyed
     }
 
+    /// Punching across a randomizing NAT (counted in the node's limit).
+    pub fn randomized(&self) -> bool {
+        self.inner.lock().randomized
+    }
+
     pub fn freeze(&self) {
         self.inner.lock().nat.freeze();
     }

@@ -527,7 +527,9 @@ impl Responder {
         if puncher.remote_holepunching() {
             hs.prepunch.send_replace(None);
             let random = puncher.remote_firewall() >= FIREWALL_RANDOM || puncher.firewall() >= FIREWALL_RANDOM;
-            if random && self.node.random_punches().busy() {
+            // A round sent again (its answer was slow: 256 sockets to open) is not a new
+            // punch: the one running is this one.
+            if random && !puncher.randomized() && self.node.random_punches().busy() {
                 // No relay to fall back on: the client tries again later.
                 return self.abort(&hs, ERROR_TRY_LATER);
             }
@@ -753,7 +755,8 @@ mod tests {
         let offer = responder.offer(noise, &client(), true).await.expect("a slot");
         let id = offer.holepunch.as_ref().expect("holepunch info").id;
         let (tx, rx) = oneshot::channel();
-        let stream = udx::Stream::listen_on(&offer.listen_sockets, 100 + id as u32, 9, offer.hook(tx), udx::Config::default()).expect("stream");
+        let local_id = peeroxide_dht::hyperdht::alloc_stream_id();
+        let stream = udx::Stream::listen_on(&offer.listen_sockets, local_id, 9, offer.hook(tx), udx::Config::default()).expect("stream");
         let wait = offer.finish(secret, &remote_payload(FIREWALL_UNKNOWN), false, stream.handle());
         (id, wait, stream, rx)
     }
@@ -873,11 +876,30 @@ mod tests {
         let secret = [3; 32];
         let client_secure = SecurePayload::new(secret);
         let (id, _wait, _stream, _connected) = punching_handshake(&responder, b"noise", secret).await;
+        // Another random punch ended a moment ago: not now.
         server.random_punches().begin();
         server.random_punches().end();
         let (inc, msg) = incoming(&server, relay, id, round(&client_secure, 0, FIREWALL_RANDOM, true, None));
         let (_, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
         assert_eq!(client_secure.decrypt(&reply).expect("decrypt").error, ERROR_TRY_LATER);
+
+        // Later: a verified client across a randomizing NAT is punched to, and the same
+        // round sent again (its answer was late) finds that punch, not the limit.
+        tokio::time::pause();
+        tokio::time::advance(crate::holepunch::RANDOM_PUNCH_INTERVAL).await;
+        tokio::time::resume();
+        let (id, _wait, _stream, _connected) = punching_handshake(&responder, b"noise 2", secret).await;
+        let (inc, msg) = incoming(&server, relay, id, round(&client_secure, 0, FIREWALL_RANDOM, false, None));
+        let (_, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
+        let token = client_secure.decrypt(&reply).expect("decrypt").token;
+        for _ in 0..2 {
+            let (inc, msg) = incoming(&server, relay, id, round(&client_secure, 1, FIREWALL_RANDOM, true, token));
+            let (_, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
+            let reply = client_secure.decrypt(&reply).expect("decrypt");
+            assert_eq!((reply.error, reply.punching), (ERROR_NONE, true));
+        }
+        assert!(server.random_punches().busy());
+        responder.close();
         destroy(nodes, server).await;
     }
 
