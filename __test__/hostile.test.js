@@ -143,6 +143,24 @@ describe('hostile scraper-key traffic and close() races', () => {
     expect(seen.map((e) => e.name)).toContain('connection-close')
   })
 
+  test('a closed client is collected: nothing of it stays behind in the process', async () => {
+    let finalized = 0
+    const registry = new FinalizationRegistry(() => { finalized++ })
+    // In a function of its own, so that no local variable keeps the client.
+    async function openScrapeClose () {
+      const client = new DhtPromClient({ bootstrap: env.bootstrap, host: '127.0.0.1' }, () => 'm 1\n', scraperKeyPair.publicKey, 'a', SECRET, 's')
+      await client.ready()
+      const { scraper, rpc } = env.createScraper(client.publicKey, { keyPair: scraperKeyPair })
+      expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'm 1\n' })
+      await client.close()
+      await rpc.close()
+      registry.register(client, null)
+    }
+    for (let i = 0; i < 5; i++) await openScrapeClose()
+    // Before: none ever was (the event listener the native side held referred back to it).
+    await until('the closed clients collected', () => { gc(); return finalized === 5 }, 5000)
+  })
+
   test('close() twice at once while ready() runs: both resolve, ready() settles, no event after', async () => {
     const client = new DhtPromClient(env.createDht(), () => 'x 1\n', scraperKeyPair.publicKey, 'a', SECRET, 's')
     const seen = []

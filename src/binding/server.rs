@@ -281,7 +281,9 @@ pub struct NativeServer {
     server: Arc<MetricsServer>,
     registrar: Option<Arc<AliasRegistrar>>,
     stats: Arc<Stats>,
-    on_event: Arc<EventFn>,
+    /// Taken by close() once the last event is queued: the listener refers back to the JS
+    /// client, which refers to this object, a cycle V8 cannot see through while it is held.
+    on_event: std::sync::Mutex<Option<Arc<EventFn>>>,
     events_open: Arc<AtomicBool>,
     /// Where `Drop` ends what `close()` was not called for.
     runtime: tokio::runtime::Handle,
@@ -366,6 +368,7 @@ async fn start(
         Arc::new(AliasRegistrar::start(config, transport, sink, stats.clone()))
     });
     let runtime = tokio::runtime::Handle::current();
+    let on_event = std::sync::Mutex::new(Some(on_event));
     Ok(NativeServer { node, server: Arc::new(server), registrar, stats, on_event, events_open, runtime })
 }
 
@@ -414,7 +417,12 @@ impl NativeServer {
         tokio::join!(registrar, self.server.close());
         self.node.destroy().await;
         if self.events_open.swap(false, Ordering::SeqCst) {
-            self.on_event.call(JsEvent::named("closed"), ThreadsafeFunctionCallMode::NonBlocking);
+            // Let go of the listener with the last event (queued calls are still delivered),
+            // so that a closed client can be collected.
+            let on_event = self.on_event.lock().ok().and_then(|mut slot| slot.take());
+            if let Some(on_event) = on_event {
+                on_event.call(JsEvent::named("closed"), ThreadsafeFunctionCallMode::NonBlocking);
+            }
         }
         Ok(())
     }
