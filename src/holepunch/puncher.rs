@@ -507,7 +507,7 @@ impl Inner {
                 }
             }
             let Ok(socket) = self.open_socket() else { return };
-            if self.lock().holders.len() % 64 == 0 {
+            if self.lock().holders.len().is_multiple_of(64) {
                 hp_debug!("birthday sockets: {}", self.lock().holders.len());
             }
             probe(&socket, remote, true);

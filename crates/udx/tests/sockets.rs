@@ -83,7 +83,7 @@ async fn a_stream_listening_on_several_sockets_connects_where_the_peer_arrives()
         let _ = seen_tx.send((socket.local_addr(), from));
         true
     });
-    let mut server = Stream::listen_on(&[first.clone()], 10, 20, hook, udx::Config::default()).unwrap();
+    let mut server = Stream::listen_on(std::slice::from_ref(&first), 10, 20, hook, udx::Config::default()).unwrap();
     server.listen_also(&second).unwrap();
     server.listen_also(&second).unwrap(); // twice is once
     assert_eq!((first.stream_count(), second.stream_count()), (1, 1));
