@@ -166,6 +166,39 @@ pub fn match_address(local: &[Ipv4Peer], remote: &[Ipv4Peer]) -> Option<Ipv4Peer
     best.map(|(_, r)| r.clone())
 }
 
+/// A loopback network for the module's tests: three serving nodes and a firewalled node
+/// that has seen them all (its NAT samples come from them).
+#[cfg(test)]
+pub(crate) async fn test_network() -> (Vec<std::sync::Arc<crate::node::DhtNode>>, std::sync::Arc<crate::node::DhtNode>) {
+    use crate::node::{DhtNode, NodeConfig};
+    use std::sync::Arc;
+    let spawn = |bootstrap: Vec<String>, ephemeral| async move {
+        Arc::new(DhtNode::spawn(NodeConfig { bootstrap, host: "127.0.0.1".into(), port: 0, ephemeral }).await.expect("node"))
+    };
+    let first = spawn(vec![], Some(false)).await;
+    let address = first.local_address().await.expect("address");
+    let bootstrap = vec![format!("{}:{}", address.host, address.port)];
+    let mut nodes = vec![first];
+    for _ in 0..2 {
+        nodes.push(spawn(bootstrap.clone(), Some(false)).await);
+    }
+    let node = spawn(bootstrap, None).await;
+    // A query to every node: the wire sees what each saw of the node; and its LAN address
+    // is checked.
+    let _ = node.handle().dht().find_node([9; 32]).await;
+    assert!(node.wire().recent_nodes().len() >= 3, "{:?}", node.wire().recent_nodes());
+    node.local_addresses().await;
+    (nodes, node)
+}
+
+#[cfg(test)]
+pub(crate) async fn destroy_network(nodes: Vec<std::sync::Arc<crate::node::DhtNode>>, node: std::sync::Arc<crate::node::DhtNode>) {
+    node.destroy().await;
+    for n in nodes {
+        n.destroy().await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -634,3 +634,67 @@ pub fn is_consistent(firewall: u64) -> bool {
     firewall == FIREWALL_OPEN || firewall == FIREWALL_CONSISTENT
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::holepunch::{destroy_network, peer_of, test_network};
+
+    async fn next_event(events: &mut mpsc::UnboundedReceiver<PunchEvent>) -> PunchEvent {
+        tokio::time::timeout(Duration::from_secs(10), events.recv()).await.expect("an event in time").expect("an event")
+    }
+
+    #[tokio::test]
+    async fn consistent_punchers_find_each_other_and_the_initiator_connects() {
+        let (nodes, node) = test_network().await;
+        let (initiator, mut initiator_events) = Puncher::new(node.punch_context(), true, FIREWALL_UNKNOWN, None).expect("initiator");
+        let opened = Arc::new(Mutex::new(Vec::new()));
+        let sink: SocketSink = {
+            let opened = opened.clone();
+            Arc::new(move |s: &udx::Socket| opened.lock().expect("sockets").push(s.local_addr()))
+        };
+        let (responder, _responder_events) = Puncher::new(node.punch_context(), false, FIREWALL_UNKNOWN, Some(sink)).expect("responder");
+        assert!(initiator.analyze(false).await && responder.analyze(false).await, "loopback maps consistently");
+        assert_eq!(initiator.firewall(), FIREWALL_CONSISTENT);
+        let (i_socket, r_socket) = (initiator.socket().expect("socket"), responder.socket().expect("socket"));
+        assert_eq!(*opened.lock().expect("sockets"), vec![r_socket.local_addr()], "the sink sees every socket");
+        assert_eq!(responder.addresses(), Some(vec![peer_of(r_socket.local_addr())]));
+
+        // Each tells the other its punch address; the host it verified is the other's.
+        let i_addr = [peer_of(i_socket.local_addr())];
+        let r_addr = [peer_of(r_socket.local_addr())];
+        initiator.update_remote(true, FIREWALL_CONSISTENT, Some(&r_addr), Some("127.0.0.1"));
+        responder.update_remote(true, FIREWALL_CONSISTENT, Some(&i_addr), Some("127.0.0.1"));
+        assert!(responder.punch().await && initiator.punch().await);
+        assert!(initiator.punch().await, "asked again: the same answer");
+        match next_event(&mut initiator_events).await {
+            PunchEvent::Connected { socket, addr } => {
+                assert!(socket.same(&i_socket));
+                assert_eq!(addr, r_socket.local_addr());
+            }
+            PunchEvent::Aborted => panic!("aborted"),
+        }
+        assert!(initiator.connected() && !initiator.punching());
+        assert!(!node.random_punches().busy(), "a consistent punch is not a random one");
+
+        // Destroyed without connecting: Aborted, once.
+        responder.destroy();
+        responder.destroy();
+        assert!(responder.destroyed());
+        initiator.destroy();
+        destroy_network(nodes, node).await;
+    }
+
+    #[tokio::test]
+    async fn without_a_verified_address_a_random_punch_does_not_start() {
+        let (nodes, node) = test_network().await;
+        let (puncher, mut events) = Puncher::new(node.punch_context(), true, FIREWALL_RANDOM, None).expect("puncher");
+        assert!(puncher.analyze(false).await);
+        puncher.update_remote(true, FIREWALL_RANDOM, Some(&[Ipv4Peer { host: "127.0.0.1".into(), port: 9 }]), None);
+        assert!(!puncher.punch().await);
+        assert!(!puncher.randomized() && !node.random_punches().busy());
+        puncher.destroy();
+        assert!(matches!(next_event(&mut events).await, PunchEvent::Aborted));
+        destroy_network(nodes, node).await;
+    }
+}

@@ -700,35 +700,14 @@ impl Responder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::node::NodeConfig;
     use peeroxide_dht::hyperdht_messages::{FIREWALL_CONSISTENT, UdxInfo};
 
-    /// A loopback network of three serving nodes and a firewalled node for the server.
     async fn network() -> (Vec<Arc<DhtNode>>, Arc<DhtNode>) {
-        let spawn = |bootstrap: Vec<String>, ephemeral| async move {
-            Arc::new(DhtNode::spawn(NodeConfig { bootstrap, host: "127.0.0.1".into(), port: 0, ephemeral }).await.expect("node"))
-        };
-        let first = spawn(vec![], Some(false)).await;
-        let address = first.local_address().await.expect("address");
-        let bootstrap = vec![format!("{}:{}", address.host, address.port)];
-        let mut nodes = vec![first];
-        for _ in 0..2 {
-            nodes.push(spawn(bootstrap.clone(), Some(false)).await);
-        }
-        let server = spawn(bootstrap, None).await;
-        // A query to every node: its wire sees what each saw of it (the NAT samples), and
-        // its LAN address is checked.
-        let _ = server.handle().dht().find_node([9; 32]).await;
-        assert!(server.wire().recent_nodes().len() >= 3, "{:?}", server.wire().recent_nodes());
-        server.local_addresses().await;
-        (nodes, server)
+        super::super::test_network().await
     }
 
     async fn destroy(nodes: Vec<Arc<DhtNode>>, server: Arc<DhtNode>) {
-        server.destroy().await;
-        for node in nodes {
-            node.destroy().await;
-        }
+        super::super::destroy_network(nodes, server).await
     }
 
     fn client() -> Ipv4Peer {
