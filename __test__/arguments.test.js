@@ -8,20 +8,13 @@ const HyperDHT = require('hyperdht')
 const idEnc = require('hypercore-id-encoding')
 const RustClient = require('..')
 const ReferenceClient = require('dht-prom-client')
-const { setup, once } = require('./helpers')
+const { setup, once, within } = require('./helpers')
 
 const SECRET = Buffer.alloc(32, 4)
 const IMPLEMENTATIONS = [['rust', RustClient], ['reference', ReferenceClient]]
 const SCRAPER = HyperDHT.keyPair()
 const GOOD_PAIR = HyperDHT.keyPair()
 const OTHER_PAIR = HyperDHT.keyPair()
-
-// Resolves as `promise` does, or rejects after `ms`; leaves no timer behind.
-function within (promise, ms, what) {
-  let timer
-  const limit = new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms) })
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
-}
 
 function thrown (fn) {
   try { fn() } catch (err) { return err }

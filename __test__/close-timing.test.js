@@ -8,20 +8,13 @@ const { performance } = require('perf_hooks')
 const HyperDHT = require('hyperdht')
 const RustClient = require('..')
 const ReferenceClient = require('dht-prom-client')
-const { setup, once } = require('./helpers')
+const { setup, once, within } = require('./helpers')
 
 const SECRET = Buffer.alloc(32, 9)
 const IMPLEMENTATIONS = [
   ['rust', RustClient, path.join(__dirname, '..')],
   ['reference', ReferenceClient, require.resolve('dht-prom-client')]
 ]
-
-// Resolves as `promise` does, or rejects after `ms`; leaves no timer behind.
-function within (promise, ms, what) {
-  let timer
-  const limit = new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms) })
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
-}
 
 describe.each(IMPLEMENTATIONS)('%s: close() with scrapers connected', (impl, Client, modulePath) => {
   let env

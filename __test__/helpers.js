@@ -98,4 +98,11 @@ function recordEvents (client, names) {
   return seen
 }
 
-module.exports = { setup, once, recordEvents }
+// Settles as `promise` does, or rejects naming `what` after `ms`.
+function within (promise, ms, what) {
+  let timer
+  const limit = new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms) })
+  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
+}
+
+module.exports = { setup, once, recordEvents, within }

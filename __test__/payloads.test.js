@@ -12,7 +12,7 @@ const HyperDHT = require('hyperdht')
 const ProtomuxRpcClient = require('protomux-rpc-client')
 const RustClient = require('..')
 const ReferenceClient = require('dht-prom-client')
-const { setup, once } = require('./helpers')
+const { setup, once, within } = require('./helpers')
 
 const SECRET = Buffer.alloc(32, 5)
 const CLIENT = HyperDHT.keyPair()
@@ -63,13 +63,6 @@ function picture (value, uids, path = '') {
 function pictureOf (log) {
   const uids = new Map()
   return log.map(({ on, name, payload }) => [on, name, picture(payload, uids)])
-}
-
-// Resolves as `promise` does, or rejects after `ms`; leaves no timer behind.
-function within (promise, ms, what) {
-  let timer
-  const limit = new Promise((resolve, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms) })
-  return Promise.race([promise, limit]).finally(() => clearTimeout(timer))
 }
 
 async function both (scenario) {
