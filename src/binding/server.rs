@@ -264,14 +264,7 @@ impl MetricsSource for JsMetricsSource {
             let returned = get_metrics.call_async_catch(call).await.map_err(|e| e.to_string())?;
             let settled = match returned {
                 Either::A(now) => Ok(now.map(|text| text.0)),
-                Either::B(promise) => match promise.await {
-                    // V8 collected the promise without settling it (nothing referred to a
-                    // promise that never settles): it never will. The reference then never
-                    // answers and its scraper times out; so do we (the request ends with its
-                    // connection), rather than reply success:false depending on when GC ran.
-                    Err(err) if is_collected_unsettled(&err) => std::future::pending().await,
-                    other => other,
-                },
+                Either::B(promise) => promise.await,
             };
             match settled {
                 Ok(Some(metrics)) => Ok(metrics),
@@ -280,12 +273,6 @@ impl MetricsSource for JsMetricsSource {
             }
         })
     }
-}
-
-/// napi-rs's `Promise` future reports a JS promise whose callbacks were collected
-/// unsettled as its channel being canceled.
-fn is_collected_unsettled(err: &napi::Error) -> bool {
-    err.status == Status::GenericFailure && err.reason == "oneshot canceled"
 }
 
 #[napi]
