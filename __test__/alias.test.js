@@ -16,8 +16,7 @@ describe('alias registration (Rust) against the real dht-prom-alias-rpc server',
   afterEach(async () => { await env.teardown() })
 
   // The scraper side of dht-prometheus: an alias server on a Hyperswarm with the scraper's key.
-  async function startAliasServer ({ secret = SECRET } = {}) {
-    const keyPair = HyperDHT.keyPair()
+  async function startAliasServer ({ secret = SECRET, keyPair = HyperDHT.keyPair() } = {}) {
     const swarm = new Hyperswarm({ keyPair, bootstrap: env.bootstrap, dht: env.createDht({ keyPair }) })
     env.onCleanup(() => swarm.destroy())
     const aliases = new Map()
@@ -87,6 +86,22 @@ describe('alias registration (Rust) against the real dht-prom-alias-rpc server',
     expect(['PEER_CONNECTION_FAILED', 'REQUEST_TIMEOUT']).toContain(error.code)
     expect(error.message.length).toBeGreaterThan(0)
     expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'm 1\n' })
+  }, 30000)
+
+  // protomux-rpc-client keeps dialling after a request's timeout (5 s, 15 s, ... between
+  // failed dials); so does ours, so a scraper that comes up late, or a punch slower than the
+  // 10 s a registration waits, still ends in a registration.
+  test('a scraper that comes up after the first dial failed still gets the first registration (the dial is retried)', async () => {
+    const keyPair = HyperDHT.keyPair()
+    const client = makeClient(keyPair.publicKey)
+    const outcome = new Promise((resolve) => {
+      client.once('register-alias-success', (success) => resolve({ ok: true, ...success }))
+      client.once('register-alias-error', (error) => resolve({ ok: false, error }))
+    })
+    await client.ready() // the first dial is under way: nobody announces the scraper's key yet
+    const { calls } = await startAliasServer({ keyPair })
+    expect(await outcome).toMatchObject({ ok: true, updated: true })
+    expect(calls).toHaveLength(1)
   }, 30000)
 
   test('a given protomuxRpcClient is used for registration and closed by close()', async () => {

@@ -18,6 +18,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::events::{Event, EventSink};
 use crate::keys::{Key, KeyPair};
 use crate::node::DhtNode;
+use crate::redial::Redial;
 use crate::rpc_client::{ClientError, RpcConnection};
 use crate::server::closed;
 use crate::stats::Stats;
@@ -206,25 +207,35 @@ fn duration_ms(duration: Duration) -> u64 {
 pub struct NativeAliasTransport {
     node: Arc<DhtNode>,
     key_pair: KeyPair,
-    connections: Mutex<HashMap<Key, Arc<RpcConnection>>>,
+    links: std::sync::Mutex<HashMap<Key, Arc<Redial<RpcConnection>>>>,
 }
+
+/// One dial attempt's bound. hyperdht's connect bounds itself (a random-NAT punch gives
+/// up after 35 s of probes, a try-later waits 10-20 s); this only keeps a wedged attempt
+/// from holding the dial forever.
+const DIAL_LIMIT: Duration = Duration::from_secs(90);
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 impl NativeAliasTransport {
     pub fn new(node: Arc<DhtNode>) -> Self {
-        Self { node, key_pair: KeyPair::generate(), connections: Mutex::new(HashMap::new()) }
+        Self { node, key_pair: KeyPair::generate(), links: std::sync::Mutex::new(HashMap::new()) }
     }
 
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Redial<RpcConnection>>>> {
+        self.links.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scraper's connection, waiting at most `timeout`; the dial goes on after that, as
+    /// protomux-rpc-client's does, so a slow punch still serves the next registration.
     async fn connection(&self, scraper: Key, timeout: Duration) -> Result<Arc<RpcConnection>, ClientError> {
-        if let Some(connection) = self.connections.lock().await.get(&scraper).filter(|c| !c.is_closed()) {
-            return Ok(connection.clone());
-        }
-        // Dial without the lock: one unreachable scraper must not hold up the others.
-        // Each scraper has one schedule, so no two dials for the same key overlap.
-        let connection = Arc::new(
-            RpcConnection::connect(&self.node, &self.key_pair, scraper, PROTOCOL, timeout, Duration::from_secs(5)).await?,
-        );
-        self.connections.lock().await.insert(scraper, connection.clone());
-        Ok(connection)
+        let link = self.links().entry(scraper).or_insert_with(|| Arc::new(Redial::new(|c: &RpcConnection| !c.is_closed()))).clone();
+        let (node, key_pair) = (self.node.clone(), self.key_pair.clone());
+        let dial = move || {
+            let (node, key_pair) = (node.clone(), key_pair.clone());
+            async move { RpcConnection::connect(&node, &key_pair, scraper, PROTOCOL, DIAL_LIMIT, KEEP_ALIVE).await.ok() }
+        };
+        let ms = duration_ms(timeout);
+        link.get(timeout, dial).await.ok_or_else(|| ClientError::ConnectTimeout { target: scraper.to_z32(), ms })
     }
 }
 
@@ -249,8 +260,8 @@ impl AliasTransport for Arc<NativeAliasTransport> {
     fn release(&self, scraper: Key) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let this = self.clone();
         Box::pin(async move {
-            let connection = this.connections.lock().await.remove(&scraper);
-            if let Some(connection) = connection {
+            let link = this.links().remove(&scraper);
+            if let Some(connection) = link.and_then(|link| link.take()) {
                 connection.close().await;
             }
         })

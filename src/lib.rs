@@ -11,6 +11,7 @@ pub mod holepunch;
 pub mod keys;
 pub mod mux;
 pub mod node;
+pub mod redial;
 pub mod rpc;
 pub mod rpc_client;
 pub mod scraper;
