@@ -70,8 +70,6 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Requests served at once on one connection; more wait their turn.
     pub max_concurrent_requests: usize,
-    /// How often the announcement is refreshed; DHT records expire after 20 minutes.
-    pub reannounce_every: Duration,
 }
 
 impl ServerConfig {
@@ -82,7 +80,6 @@ impl ServerConfig {
             keep_alive: Duration::from_secs(5),
             max_connections: 64,
             max_concurrent_requests: 16,
-            reannounce_every: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -123,6 +120,7 @@ impl MetricsServer {
             .map_err(|e| ServerError::Announce(e.to_string()))?;
         // The nodes holding our announcement relay holepunch rounds to us.
         let holepunch = Responder::new(node.clone(), target);
+        let relays = announced.closest_nodes.clone();
         holepunch.announced(announced.closest_nodes);
 
         let (shutdown, shutdown_rx) = watch::channel(false);
@@ -156,7 +154,7 @@ impl MetricsServer {
             replies: ReplyCache::new(REPLY_CACHE_ENTRIES, REPLY_CACHE_BYTES, Duration::from_secs(20)),
         };
         tasks.spawn(handshakes.run(server_events, shutdown_rx.clone()));
-        tasks.spawn(reannounce(node.clone(), holepunch.clone(), config.key_pair.clone(), config.reannounce_every, shutdown_rx));
+        tasks.spawn(reannounce(node.clone(), holepunch.clone(), config.key_pair.clone(), relays, shutdown_rx));
 
         Ok(Self { public_key, shutdown, tasks: tokio::sync::Mutex::new(tasks), node, key_pair: config.key_pair, holepunch })
     }
@@ -188,20 +186,65 @@ pub(crate) async fn closed(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|closed| *closed).await;
 }
 
-async fn reannounce(node: Arc<DhtNode>, holepunch: Arc<Responder>, key_pair: KeyPair, every: Duration, mut shutdown: watch::Receiver<bool>) {
+/// hyperdht's announcer pings the nodes holding our record this often: that keeps our
+/// NAT's mappings to them open, so they can still relay a client's handshake to us. A NAT
+/// forgets an idle UDP mapping after 30-120 s (Linux: 30 s unanswered, 120 s answered);
+/// without the pings a client behind one is unreachable from then until the next announce.
+const RELAY_PING_EVERY: Duration = Duration::from_secs(3);
+/// ...and announces anew after this many rounds of pings (about 5 minutes), or at once when
+/// fewer than this many of them (or than all, if fewer) answer a round.
+const PING_ROUNDS_PER_ANNOUNCE: u32 = 100;
+const MIN_ACTIVE_RELAYS: usize = 3;
+
+async fn reannounce(
+    node: Arc<DhtNode>,
+    holepunch: Arc<Responder>,
+    key_pair: KeyPair,
+    mut relays: Vec<Ipv4Peer>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let target = hash(key_pair.public_key.as_bytes());
+    let dht_key_pair = key_pair.to_dht();
     loop {
-        // Jitter spreads the refreshes of many clients started together.
-        let jitter = Duration::from_millis(rand::random::<u64>() % 60_000);
-        tokio::select! {
-            _ = tokio::time::sleep(every + jitter) => {}
-            _ = crate::server::closed(&mut shutdown) => return,
+        for _ in 0..PING_ROUNDS_PER_ANNOUNCE {
+            tokio::select! {
+                _ = tokio::time::sleep(RELAY_PING_EVERY) => {}
+                _ = closed(&mut shutdown) => return,
+            }
+            let answered = tokio::select! {
+                answered = ping_all(&node, &relays) => answered,
+                _ = closed(&mut shutdown) => return,
+            };
+            if answered < relays.len().min(MIN_ACTIVE_RELAYS) || relays.is_empty() {
+                break; // too many gone (or nobody holds our record): announce again now
+            }
         }
-        match node.handle().announce(target, &key_pair.to_dht(), &[]).await {
-            Ok(announced) => holepunch.announced(announced.closest_nodes),
-            Err(err) => tracing::debug!(%err, "re-announce failed; next attempt at the next interval"),
+        let announced = tokio::select! {
+            announced = node.handle().announce(target, &dht_key_pair, &[]) => announced,
+            _ = closed(&mut shutdown) => return,
+        };
+        match announced {
+            Ok(announced) => {
+                relays = announced.closest_nodes.clone();
+                holepunch.announced(announced.closest_nodes);
+            }
+            Err(err) => tracing::debug!(%err, "re-announce failed; the relays are pinged and it is tried again"),
         }
     }
+}
+
+/// Pings every node at once; how many answered.
+async fn ping_all(node: &Arc<DhtNode>, nodes: &[Ipv4Peer]) -> usize {
+    let mut pings = JoinSet::new();
+    for peer in nodes {
+        let (node, peer) = (node.clone(), peer.clone());
+        pings.spawn(async move { node.handle().dht().ping(&peer.host, peer.port).await.is_ok() });
+    }
+    let mut answered = 0;
+    while let Some(done) = pings.join_next().await {
+        answered += usize::from(matches!(done, Ok(true)));
+    }
+    answered
 }
 
 /// Handshakes waiting for their Noise step; beyond this, new ones are dropped unread and
