@@ -205,6 +205,16 @@ function flushAll () {
   }
 }
 
+// Linux's defaults: an unanswered UDP flow is forgotten after 30 s, an answered one after 120 s.
+const UDP_TIMEOUTS = { unreplied: 30, stream: 120 }
+
+// How long the router keeps an idle UDP mapping (seconds; the namespace's own conntrack
+// sysctls). Home routers often keep one 30-60 s or less; null restores Linux's defaults.
+function setUdpTimeouts (routerName, timeouts) {
+  const { unreplied, stream } = timeouts || UDP_TIMEOUTS
+  inNs(ROUTERS[routerName].ns, 'sysctl', ['-qw', `net.netfilter.nf_conntrack_udp_timeout=${unreplied}`, `net.netfilter.nf_conntrack_udp_timeout_stream=${stream}`])
+}
+
 // Deletes the router's conntrack entries of flows to or from `peer` (an address on the public
 // segment): the NAT state a connection with that peer left. Returns how many were deleted.
 function forget (routerName, peer) {
@@ -275,7 +285,7 @@ function status () {
 
 module.exports = {
   LOCK, tryLock, unlock, lockHolder,
-  PREFIX, ROUTERS, hosts, bootstrap, setup, teardown, flushAll, forget, countFlows, hostSnapshot, labNamespaces, status
+  PREFIX, ROUTERS, hosts, bootstrap, setup, teardown, flushAll, forget, countFlows, setUdpTimeouts, hostSnapshot, labNamespaces, status
 }
 
 if (require.main === module) {
