@@ -192,8 +192,9 @@ class DhtPromClient extends EventEmitter {
             }
           : undefined
       },
-      this._serveMetrics.bind(this),
+      // Events first: see start_server (src/binding/server.rs) on why the order matters.
       this._onNativeEvent.bind(this),
+      this._serveMetrics.bind(this),
       // With a JS protomux-rpc-client the registrations go through it; else all in Rust.
       registerInRust && this.protomuxRpcClient ? this._registerThroughRpcClient.bind(this) : undefined
     )

@@ -311,11 +311,16 @@ impl Drop for NativeServer {
 }
 
 /// Starts a DHT node and a metrics server on it. Resolves once the server is announced.
+///
+/// `on_event` comes before `get_metrics` on purpose: napi-rs makes the threadsafe functions
+/// in argument order, and when both have calls waiting, Node's loop runs them in the order
+/// they were made (libuv walks its async handles in creation order). Events first means a
+/// connection's `connection-open` is always emitted before its first `metrics-request`.
 #[napi]
 pub async fn start_server(
     options: ServerOptions,
-    get_metrics: GetMetricsFn,
     on_event: EventFn,
+    get_metrics: GetMetricsFn,
     alias_request: Option<AliasRequestFn>,
 ) -> napi::Result<NativeServer> {
     start(options, get_metrics, on_event, alias_request).await.map_err(into_async_error)
