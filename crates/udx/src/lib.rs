@@ -9,6 +9,7 @@
 //!   packets by stream id and hands every other datagram to its other user (the DHT).
 #![forbid(unsafe_code)]
 
+mod backlog;
 pub mod conn;
 mod cubic;
 mod error;

@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
+use crate::backlog::{Backlog, Pushed};
 use crate::packet;
 use crate::stream::StreamShared;
 use crate::UdxError;
@@ -82,6 +83,8 @@ pub(crate) struct SocketInner {
     filter: RwLock<Option<DatagramFilter>>,
     closed: AtomicBool,
     stop: Arc<Notify>,
+    /// Datagrams waiting for room in the kernel's send buffer, in order.
+    backlog: Arc<Mutex<Backlog>>,
     pub(crate) stats: SocketStats,
 }
 
@@ -125,6 +128,7 @@ impl Socket {
             filter: RwLock::new(None),
             closed: AtomicBool::new(false),
             stop: stop.clone(),
+            backlog: Arc::default(),
             stats: SocketStats::default(),
         });
         tokio::spawn(recv_loop(udp, Arc::downgrade(&inner), stop));
@@ -190,6 +194,7 @@ impl Socket {
             return;
         }
         self.inner.stop.notify_one();
+        lock(&self.inner.backlog).clear();
         let streams: Vec<_> = self.inner.routes.write().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, s)| s).collect();
         for stream in streams {
             // A stream still listening on other sockets only loses this one.
@@ -210,6 +215,11 @@ impl Socket {
     pub fn unknown_stream_packets(&self) -> u64 {
         self.inner.stats.unknown_stream_packets.load(Ordering::Relaxed)
     }
+
+    /// Datagrams dropped because the kernel's send buffer and our backlog were full.
+    pub fn backlog_dropped_datagrams(&self) -> u64 {
+        lock(&self.inner.backlog).dropped()
+    }
 }
 
 impl SocketInner {
@@ -222,19 +232,29 @@ impl SocketInner {
             return Err(io::Error::new(io::ErrorKind::NotConnected, "socket is closed"));
         }
         let addr = self.outgoing_addr(addr);
+        {
+            // Behind what already waits, to keep the order.
+            let mut backlog = lock(&self.backlog);
+            if !backlog.is_empty() {
+                self.wait_in(&mut backlog, data, addr);
+                return Ok(());
+            }
+        }
         match self.send_now(data, addr) {
             Ok(_) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                // The kernel buffer is full; a datagram is allowed to be lost, but keep it
-                // if the buffer drains soon.
-                let udp = self.udp.clone();
-                let data = data.to_vec();
-                tokio::spawn(async move {
-                    let _ = udp.send_to(&data, addr).await;
-                });
+                // The kernel buffer is full; a datagram may be lost, but keep it if the
+                // buffer drains soon.
+                self.wait_in(&mut lock(&self.backlog), data, addr);
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn wait_in(&self, backlog: &mut Backlog, data: &[u8], addr: SocketAddr) {
+        if backlog.push(data, addr) == Pushed::StartDraining {
+            tokio::spawn(drain_backlog(self.udp.clone(), self.backlog.clone()));
         }
     }
 
@@ -288,6 +308,30 @@ impl SocketInner {
 
     fn route(&self, id: u32) -> Option<Arc<StreamShared>> {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
+    }
+}
+
+fn lock(backlog: &Mutex<Backlog>) -> MutexGuard<'_, Backlog> {
+    backlog.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends the backlog in order as the kernel makes room; ends when it is empty (or cleared
+/// by `close`).
+async fn drain_backlog(udp: Arc<UdpSocket>, backlog: Arc<Mutex<Backlog>>) {
+    loop {
+        let Some((data, addr)) = lock(&backlog).pop() else { return };
+        let sent = udp.try_io(tokio::io::Interest::WRITABLE, || socket2::SockRef::from(&*udp).send_to(&data, &addr.into()));
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                lock(&backlog).unpop(data, addr);
+                if udp.writable().await.is_err() {
+                    lock(&backlog).clear();
+                    return;
+                }
+            }
+            // Sent, or lost as UDP may lose it.
+            _ => {}
+        }
     }
 }
 
