@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 use super::puncher::{PunchEvent, Puncher};
 use super::wire::{Ask, DhtWire, Reply, REQUEST_RETRIES};
-use super::{addr_of, is_bogon, is_reserved, match_address, peer_of, same_peer};
+use super::{addr_of, error_payload, is_bogon, is_reserved, match_address, peer_of, same_peer};
 use crate::keys::KeyPair;
 use crate::node::DhtNode;
 
@@ -486,17 +486,7 @@ impl Punch<'_, '_> {
 
     /// Tells the server we give up, then fails with `err`.
     async fn abort(&mut self, server_relay: &RelayInfo, err: ConnectError) -> ConnectError {
-        let payload = HolepunchPayload {
-            error: ERROR_ABORTED,
-            firewall: FIREWALL_UNKNOWN,
-            round: self.next_round(),
-            connected: false,
-            punching: false,
-            addresses: None,
-            remote_address: None,
-            token: None,
-            remote_token: None,
-        };
+        let payload = error_payload(ERROR_ABORTED, self.next_round());
         let _ = self.update(&server_relay.peer_address, &server_relay.relay_address, payload).await;
         self.puncher.destroy();
         err

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use peeroxide_dht::hyperdht_messages::{HolepunchPayload, FIREWALL_UNKNOWN};
 use peeroxide_dht::messages::Ipv4Peer;
 
 /// hyperdht's minimum time between two random-NAT punches of one node.
@@ -97,6 +98,22 @@ impl RandomPunches {
         let mut st = self.lock();
         st.active = st.active.saturating_sub(1);
         st.last = Some(Instant::now());
+    }
+}
+
+/// A holepunch round that carries only an error (ABORTED, TRY_LATER): what a side sends
+/// when it gives up, as hyperdht's `abort` does.
+pub fn error_payload(error: u64, round: u64) -> HolepunchPayload {
+    HolepunchPayload {
+        error,
+        firewall: FIREWALL_UNKNOWN,
+        round,
+        connected: false,
+        punching: false,
+        addresses: None,
+        remote_address: None,
+        token: None,
+        remote_token: None,
     }
 }
 

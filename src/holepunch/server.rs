@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use super::puncher::{is_consistent, PunchEvent, Puncher, SocketSink};
 use super::wire::{Incoming, IncomingKind};
-use super::{addr_of, is_bogon, match_address, peer_of, same_peer};
+use super::{addr_of, error_payload, is_bogon, match_address, peer_of, same_peer};
 use crate::node::DhtNode;
 
 /// Handshakes held at once (each a slot, maybe a puncher); more are dropped until slots
@@ -569,18 +569,7 @@ impl Responder {
         };
         hs.abort();
         let payload = payload?;
-        let reply = HolepunchPayload {
-            error,
-            firewall: FIREWALL_UNKNOWN,
-            round,
-            connected: false,
-            punching: false,
-            addresses: None,
-            remote_address: None,
-            token: None,
-            remote_token: None,
-        };
-        Some((self.node.wire().primary().clone(), payload.encrypt(&reply).ok()?))
+        Some((self.node.wire().primary().clone(), payload.encrypt(&error_payload(error, round)).ok()?))
     }
 
     /// Ends every handshake (their pending streams are dropped) and frees the slots.
@@ -837,7 +826,7 @@ mod tests {
 
         // The client gives up: we answer ABORTED from the node's socket and end the slot.
         let aborting = client_secure
-            .encrypt(&HolepunchPayload { error: ERROR_ABORTED, firewall: 0, round: 3, connected: false, punching: false, addresses: None, remote_address: None, token: None, remote_token: None })
+            .encrypt(&error_payload(ERROR_ABORTED, 3))
             .expect("encrypt");
         let (inc, msg) = incoming(&server, relay, id, aborting);
         let (socket, reply) = responder.on_holepunch(&inc, &msg).await.expect("an answer");
