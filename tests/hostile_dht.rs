@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Testnet;
+use common::{rss_kib, Testnet};
 use dht_prom_client_rs::events::{Event, EventSink};
 use dht_prom_client_rs::keys::{Key, KeyPair};
+use dht_prom_client_rs::node::DhtNode;
 use dht_prom_client_rs::scraper::{RequestOptions, Scraper, ScraperConfig};
 use dht_prom_client_rs::server::{MetricsFuture, MetricsRequestInfo, MetricsServer, MetricsSource, ServerConfig};
 use dht_prom_client_rs::stats::Stats;
@@ -46,17 +47,17 @@ fn recording_sink() -> (EventSink, Arc<Mutex<Vec<Event>>>) {
     (sink, seen)
 }
 
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
+/// A metrics server on `node` that lets in `scraper` only, with its events and stats.
+async fn listen(node: &Arc<DhtNode>, server_keys: &KeyPair, scraper: Key) -> (MetricsServer, Arc<Mutex<Vec<Event>>>, Arc<Stats>) {
+    let (sink, events) = recording_sink();
+    let stats = Arc::new(Stats::new());
+    let config = ServerConfig::new(server_keys.clone(), vec![scraper]);
+    let server = MetricsServer::listen(node.clone(), config, Arc::new(Fixed), sink, stats.clone()).await.expect("server listens");
+    (server, events, stats)
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd").count()
 }
 
 fn counter(stats: &Stats, name: &str) -> u64 {
@@ -115,17 +116,7 @@ async fn a_burst_of_handshakes_from_random_keys_opens_nothing_and_every_one_is_a
     let server_node = testnet.node().await;
     let server_keys = KeyPair::generate();
     let scraper_keys = KeyPair::generate();
-    let (sink, events) = recording_sink();
-    let stats = Arc::new(Stats::new());
-    let server = MetricsServer::listen(
-        server_node.clone(),
-        ServerConfig::new(server_keys.clone(), vec![scraper_keys.public_key]),
-        Arc::new(Fixed),
-        sink,
-        stats.clone(),
-    )
-    .await
-    .expect("server listens");
+    let (server, events, stats) = listen(&server_node, &server_keys, scraper_keys.public_key).await;
     let server_address = server_node.local_address().await.expect("address");
 
     // The scraper connects first and keeps scraping through the burst.
@@ -247,17 +238,7 @@ async fn a_udp_flood_at_the_dht_node_is_dropped_and_counted_and_memory_stays_fla
     let server_node = testnet.node().await;
     let server_keys = KeyPair::generate();
     let scraper_keys = KeyPair::generate();
-    let stats = Arc::new(Stats::new());
-    let (sink, _events) = recording_sink();
-    let server = MetricsServer::listen(
-        server_node.clone(),
-        ServerConfig::new(server_keys.clone(), vec![scraper_keys.public_key]),
-        Arc::new(Fixed),
-        sink,
-        stats.clone(),
-    )
-    .await
-    .expect("server listens");
+    let (server, _events, stats) = listen(&server_node, &server_keys, scraper_keys.public_key).await;
     let scraper_node = testnet.node().await;
     let scraper = Scraper::new(scraper_node.clone(), ScraperConfig::new(scraper_keys, server_keys.public_key));
     assert!(scraper.request_metrics(RequestOptions::default()).await.expect("first scrape").is_success());

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::Testnet;
+use common::{rss_kib, Testnet};
 use dht_prom_client_rs::events::{Event, EventSink};
 use dht_prom_client_rs::keys::{Key, KeyPair};
 use dht_prom_client_rs::mux::{self, decode_frame, encode_open, Frame, LOCAL_CHANNEL};
@@ -212,15 +212,6 @@ fn batch(requests: &[Vec<u8>]) -> Vec<u8> {
         out.extend_from_slice(item);
     }
     out
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,3 +38,13 @@ async fn spawn(bootstrap: Vec<String>, ephemeral: Option<bool>) -> Arc<DhtNode> 
     let config = NodeConfig { bootstrap, host: "127.0.0.1".into(), port: 0, ephemeral };
     Arc::new(DhtNode::spawn(config).await.expect("node starts"))
 }
+
+/// This process's resident memory (VmRSS), in KiB: what the hostile tests keep flat.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
