@@ -485,12 +485,7 @@ async fn rtt<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, size: usize, count: u
         o.sent += size as u64;
         o.received += size as u64;
     }
-    s.shutdown().await?;
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).await?;
-    if !rest.is_empty() {
-        o.pattern_ok = Some(false);
-    }
+    end_clean(s, &mut o).await?;
     Ok(o)
 }
 
@@ -574,11 +569,17 @@ async fn client<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, ops: &[Op]) -> io:
             o.received += op.reply as u64;
         }
     }
+    end_clean(s, &mut o).await?;
+    Ok(o)
+}
+
+/// Ends our side, then reads the peer's end: anything it still sends is a pattern error.
+async fn end_clean<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, o: &mut Outcome) -> io::Result<()> {
     s.shutdown().await?;
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).await?;
     if !rest.is_empty() {
         o.pattern_ok = Some(false);
     }
-    Ok(o)
+    Ok(())
 }
