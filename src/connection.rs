@@ -285,11 +285,16 @@ impl Session {
             drop(text);
             let len = frame.len();
             // The request's permit is held until the reply is queued: a peer that does not
-            // read stalls its own requests, never this process's memory.
-            if frames.send(frame).await && success {
-                context.stats.scrapes_served.inc();
-                context.stats.bytes_sent.inc_by(len as u64);
-            }
+            // read stalls its own requests, never this process's memory. Counted before the
+            // writer can see the reply, so a scrape that follows it sees it counted.
+            frames
+                .send(frame, || {
+                    if success {
+                        context.stats.scrapes_served.inc();
+                        context.stats.bytes_sent.inc_by(len as u64);
+                    }
+                })
+                .await;
         });
         Ok(())
     }
@@ -352,11 +357,16 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame once there is room; false if the connection has ended.
-    async fn send(&self, bytes: Vec<u8>) -> bool {
+    /// Queues a frame once there is room; false if the connection has ended. `on_queued`
+    /// runs just before the writer can see the frame, and only if it still takes frames.
+    async fn send(&self, bytes: Vec<u8>, on_queued: impl FnOnce()) -> bool {
         let Ok(permit) = self.budget.clone().acquire_many_owned(Self::cost(&bytes)).await else {
             return false;
         };
+        if self.frames.is_closed() {
+            return false;
+        }
+        on_queued();
         self.frames.send(Outgoing { bytes, _budget: Some(permit) }).is_ok()
     }
 }
@@ -365,8 +375,7 @@ fn protocol_error(err: mux::MuxError) -> ConnectionErrorKind {
     ConnectionErrorKind::new("ERR_PROTOCOL", err.to_string())
 }
 
-/// How the reference reports a scraper that ended the connection (its UDX stream's
-/// ECONNRESET), so that connection-error then connection-close match it.
+/// The exact length of a metrics reply frame, known before it is built.
 fn frame_len_for(id: u64, text: &str) -> usize {
     mux::message_header_len(LOCAL_CHANNEL, rpc::RESPONSE_MESSAGE)
         + rpc::ok_response_header_len(id)
@@ -421,7 +430,7 @@ mod tests {
         let (outbox, mut written) = outbox();
         outbox.send_now(vec![0; SEND_BUDGET - 10]).expect("room");
         let waiting = outbox.clone();
-        let sent = tokio::spawn(async move { waiting.send(vec![0; MAX_FRAME]).await });
+        let sent = tokio::spawn(async move { waiting.send(vec![0; MAX_FRAME], || {}).await });
         tokio::task::yield_now().await;
         assert!(!sent.is_finished(), "waits while the queue is full");
         assert!(written.try_recv().is_ok());
@@ -429,5 +438,24 @@ mod tests {
         assert_eq!(written.try_recv().map(|f| f.bytes.len()).ok(), Some(MAX_FRAME));
         assert_eq!(Outbox::cost(&[]), 1);
         assert_eq!(Outbox::cost(&vec![0; SEND_BUDGET + 5]) as usize, SEND_BUDGET);
+    }
+
+    #[tokio::test]
+    async fn what_a_reply_counts_is_counted_before_the_writer_can_see_it() {
+        // A scraper that got reply 1 and asks again must find reply 1 in the counters
+        // (includeOwnMetrics): counting after the queue let the next scrape overtake it.
+        let (outbox, mut written) = outbox();
+        let counted = std::sync::atomic::AtomicBool::new(false);
+        let sent = outbox.send(vec![1], || {
+            assert!(written.try_recv().is_err(), "the writer saw the frame first");
+            counted.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        assert!(sent.await);
+        assert!(counted.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(written.try_recv().is_ok());
+
+        // A connection whose writer has ended counts nothing.
+        drop(written);
+        assert!(!outbox.send(vec![2], || panic!("counted a frame nobody will write")).await);
     }
 }
