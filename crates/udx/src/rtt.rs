@@ -35,7 +35,7 @@ impl RttEstimator {
                 self.rttvar = rtt / 2;
             }
             Some(srtt) => {
-                let delta = if rtt > srtt { rtt - srtt } else { srtt - rtt };
+                let delta = rtt.abs_diff(srtt);
                 self.rttvar = (self.rttvar * 3 + delta) / 4;
                 self.srtt = Some((srtt * 7 + rtt) / 8);
             }
