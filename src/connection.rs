@@ -174,10 +174,8 @@ impl Session {
         while requests.join_next().await.is_some() {}
         drop(frames);
         // The writer flushes what is queued, then ends our side; give it a bounded time.
-        if !writer_task.is_finished() {
-            if tokio::time::timeout(Duration::from_secs(1), &mut writer_task).await.is_err() {
-                writer_task.abort();
-            }
+        if !writer_task.is_finished() && tokio::time::timeout(Duration::from_secs(1), &mut writer_task).await.is_err() {
+            writer_task.abort();
         }
         // Reading to the peer's end lets a JS peer's destroy() finish at once.
         if result.as_ref().map_or_else(|e| e.code == "ECONNRESET", |_| true) {
