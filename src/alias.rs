@@ -18,8 +18,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::events::{Event, EventSink};
 use crate::keys::{Key, KeyPair};
 use crate::node::DhtNode;
-use crate::redial::Redial;
-use crate::rpc_client::{ClientError, RpcConnection};
+use crate::redial::OnFailure;
+use crate::rpc_client::{ClientError, RpcConnection, RpcLink};
 use crate::server::closed;
 use crate::stats::Stats;
 use crate::tasks::join_all_within;
@@ -207,13 +207,9 @@ fn duration_ms(duration: Duration) -> u64 {
 pub struct NativeAliasTransport {
     node: Arc<DhtNode>,
     key_pair: KeyPair,
-    links: std::sync::Mutex<HashMap<Key, Arc<Redial<RpcConnection>>>>,
+    links: std::sync::Mutex<HashMap<Key, Arc<RpcLink>>>,
 }
 
-/// One dial attempt's bound. hyperdht's connect bounds itself (a random-NAT punch gives
-/// up after 35 s of probes, a try-later waits 10-20 s); this only keeps a wedged attempt
-/// from holding the dial forever.
-const DIAL_LIMIT: Duration = Duration::from_secs(90);
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 impl NativeAliasTransport {
@@ -221,21 +217,23 @@ impl NativeAliasTransport {
         Self { node, key_pair: KeyPair::generate(), links: std::sync::Mutex::new(HashMap::new()) }
     }
 
-    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Redial<RpcConnection>>>> {
+    fn links(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<RpcLink>>> {
         self.links.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The scraper's connection, waiting at most `timeout`; the dial goes on after that, as
-    /// protomux-rpc-client's does, so a slow punch still serves the next registration.
+    /// The scraper's connection, waiting at most `timeout`; the dial goes on after that
+    /// and retries with protomux-rpc-client's backoff, as its `connect()` does, so a slow
+    /// punch still serves the next registration.
     async fn connection(&self, scraper: Key, timeout: Duration) -> Result<Arc<RpcConnection>, ClientError> {
-        let link = self.links().entry(scraper).or_insert_with(|| Arc::new(Redial::new(|c: &RpcConnection| !c.is_closed()))).clone();
-        let (node, key_pair) = (self.node.clone(), self.key_pair.clone());
-        let dial = move || {
-            let (node, key_pair) = (node.clone(), key_pair.clone());
-            async move { RpcConnection::connect(&node, &key_pair, scraper, PROTOCOL, DIAL_LIMIT, KEEP_ALIVE).await.ok() }
-        };
-        let ms = duration_ms(timeout);
-        link.get(timeout, dial).await.ok_or_else(|| ClientError::ConnectTimeout { target: scraper.to_z32(), ms })
+        let link = self
+            .links()
+            .entry(scraper)
+            .or_insert_with(|| {
+                let (node, key_pair) = (self.node.clone(), self.key_pair.clone());
+                Arc::new(RpcLink::new(node, key_pair, scraper, PROTOCOL, KEEP_ALIVE, OnFailure::Backoff))
+            })
+            .clone();
+        link.connection(timeout).await
     }
 }
 
@@ -261,8 +259,8 @@ impl AliasTransport for Arc<NativeAliasTransport> {
         let this = self.clone();
         Box::pin(async move {
             let link = this.links().remove(&scraper);
-            if let Some(connection) = link.and_then(|link| link.take()) {
-                connection.close().await;
+            if let Some(link) = link {
+                link.close().await;
             }
         })
     }

@@ -15,6 +15,7 @@ use crate::events::ConnectionErrorKind;
 use crate::keys::{Key, KeyPair};
 use crate::mux::{self, Channel, ChannelStep, LOCAL_CHANNEL};
 use crate::node::DhtNode;
+use crate::redial::{Missed, OnFailure, Redial};
 use crate::rpc::{self, RequestIds, RpcError};
 use crate::transport::{read_loop, write_loop};
 use crate::wire::WireError;
@@ -194,6 +195,53 @@ impl RpcConnection {
         self.closed.store(true, Ordering::SeqCst);
         if let Ok(mut pending) = self.pending.lock() {
             pending.clear();
+        }
+    }
+}
+
+/// One dial attempt's bound. hyperdht's connect bounds itself (a random-NAT punch gives
+/// up after 35 s of probes, a try-later waits 10-20 s); this only keeps a wedged attempt
+/// from holding the dial forever.
+const DIAL_LIMIT: Duration = Duration::from_secs(90);
+
+/// The connection to one remote, dialled in the background so that a slow punch outlives
+/// the request that started it ([`Redial`]), and dialled again once it has closed.
+pub struct RpcLink {
+    redial: Redial<RpcConnection, ClientError>,
+    node: Arc<DhtNode>,
+    key_pair: KeyPair,
+    remote: Key,
+    protocol: &'static str,
+    keep_alive: Duration,
+}
+
+impl RpcLink {
+    pub fn new(node: Arc<DhtNode>, key_pair: KeyPair, remote: Key, protocol: &'static str, keep_alive: Duration, on_failure: OnFailure) -> Self {
+        Self { redial: Redial::new(|c: &RpcConnection| !c.is_closed(), on_failure), node, key_pair, remote, protocol, keep_alive }
+    }
+
+    /// The open connection, waiting at most `wait` for one (then `ConnectTimeout`).
+    pub async fn connection(&self, wait: Duration) -> Result<Arc<RpcConnection>, ClientError> {
+        let (node, key_pair, remote, protocol, keep_alive) =
+            (self.node.clone(), self.key_pair.clone(), self.remote, self.protocol, self.keep_alive);
+        let dial = move || {
+            let (node, key_pair) = (node.clone(), key_pair.clone());
+            async move { RpcConnection::connect(&node, &key_pair, remote, protocol, DIAL_LIMIT, keep_alive).await }
+        };
+        self.redial.get(wait, dial).await.map_err(|missed| match missed {
+            Missed::Failed(error) => error,
+            Missed::TimedOut => ClientError::ConnectTimeout {
+                target: self.remote.to_z32(),
+                ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            },
+        })
+    }
+
+    /// Stops a dial under way and closes the connection made, if any; a later
+    /// [`connection`](Self::connection) dials again.
+    pub async fn close(&self) {
+        if let Some(connection) = self.redial.take() {
+            connection.close().await;
         }
     }
 }

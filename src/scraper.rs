@@ -1,16 +1,17 @@
 //! The native scraper: asks a DhtPromClient's metrics server for its metrics over
 //! protomux-rpc `prometheus-metrics`/`metrics`, keeping the connection between requests
-//! and dialling again when it was lost.
+//! and dialling again when it was lost. A dial outlives a request that gave up on it (a
+//! punch through a randomizing NAT may need longer than one request waits); a dial that
+//! fails is reported at once, so the command line can tell "unreachable" from "no reply".
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Mutex;
-
 use crate::connection::{METHOD, PROTOCOL};
 use crate::keys::{Key, KeyPair};
 use crate::node::DhtNode;
-use crate::rpc_client::{ClientError, RpcConnection};
+use crate::redial::OnFailure;
+use crate::rpc_client::{ClientError, RpcLink};
 use crate::wire::{MetricsReply, MetricsRequest, MAJOR_VERSION, MINOR_VERSION};
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,7 @@ pub struct ScraperConfig {
     pub target: Key,
     /// Per request, unless the request says otherwise (the reference scraper: 5 s).
     pub request_timeout: Duration,
+    /// How long a request waits for a connection; the dial itself goes on after that.
     pub connect_timeout: Duration,
     /// Replies larger than this are refused (a secret-stream message is at most 16 MiB).
     pub max_bytes: usize,
@@ -45,14 +47,16 @@ pub struct RequestOptions {
 }
 
 pub struct Scraper {
-    node: Arc<DhtNode>,
     config: ScraperConfig,
-    connection: Mutex<Option<Arc<RpcConnection>>>,
+    link: RpcLink,
 }
+
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 impl Scraper {
     pub fn new(node: Arc<DhtNode>, config: ScraperConfig) -> Self {
-        Self { node, config, connection: Mutex::new(None) }
+        let link = RpcLink::new(node, config.key_pair.clone(), config.target, PROTOCOL, KEEP_ALIVE, OnFailure::Report);
+        Self { config, link }
     }
 
     pub fn target(&self) -> Key {
@@ -67,7 +71,7 @@ impl Scraper {
             minor: options.minor.unwrap_or(MINOR_VERSION),
         };
         let timeout = options.timeout.unwrap_or(self.config.request_timeout);
-        let connection = self.connection().await?;
+        let connection = self.link.connection(self.config.connect_timeout).await?;
         let value = connection.request(METHOD, &request.encode(), timeout).await?;
         if value.len() > self.config.max_bytes {
             return Err(ClientError::TooLarge { size: value.len(), limit: self.config.max_bytes });
@@ -75,31 +79,8 @@ impl Scraper {
         MetricsReply::decode(&value).map_err(ClientError::Decode)
     }
 
-    /// The open connection, or a new one when there is none or it has closed.
-    async fn connection(&self) -> Result<Arc<RpcConnection>, ClientError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(connection.clone());
-        }
-        let connection = Arc::new(
-            RpcConnection::connect(
-                &self.node,
-                &self.config.key_pair,
-                self.config.target,
-                PROTOCOL,
-                self.config.connect_timeout,
-                Duration::from_secs(5),
-            )
-            .await?,
-        );
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
-    /// Closes the connection; a later request dials again.
+    /// Closes the connection and stops a dial under way; a later request dials again.
     pub async fn close(&self) {
-        if let Some(connection) = self.connection.lock().await.take() {
-            connection.close().await;
-        }
+        self.link.close().await;
     }
 }

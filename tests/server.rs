@@ -203,3 +203,61 @@ async fn metrics_too_large_for_one_reply_give_success_false_not_a_broken_stream(
     scraper_node.destroy().await;
     testnet.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_that_outlasts_its_request_goes_on_and_serves_the_next_one() {
+    // A punch through a randomizing NAT can take longer than a request waits; dropping the
+    // dial with the request would start the punch over each time. Here a request that does
+    // not wait at all stands in for that: it looks once, before the dial it started has
+    // sent its first packet, and gives up.
+    let testnet = Testnet::new(3).await;
+    let server_node = testnet.node().await;
+    let scraper_keys = KeyPair::generate();
+    let server_keys = KeyPair::generate();
+    let (sink, mut events) = channel_sink();
+    let source = Arc::new(CountingSource { calls: AtomicUsize::new(0), fail: false });
+    let server = MetricsServer::listen(
+        server_node.clone(),
+        ServerConfig::new(server_keys.clone(), vec![scraper_keys.public_key]),
+        source,
+        sink,
+        Arc::new(Stats::new()),
+    )
+    .await
+    .expect("server listens");
+    let scraper_node = testnet.node().await;
+    let mut config = ScraperConfig::new(scraper_keys.clone(), server_keys.public_key);
+    config.connect_timeout = Duration::ZERO;
+    let scraper = Scraper::new(scraper_node.clone(), config);
+
+    let err = scraper.request_metrics(RequestOptions::default()).await.expect_err("no wait for a connection");
+    assert!(matches!(err, ClientError::ConnectTimeout { .. }), "{err:?}");
+    assert_eq!(err.code(), "REQUEST_TIMEOUT");
+    // The dial went on after the request gave up, and reached the server.
+    let Event::ConnectionOpen { remote_public_key, .. } = next_event(&mut events).await else {
+        panic!("connection-open first")
+    };
+    assert_eq!(remote_public_key, scraper_keys.public_key);
+    // Our side of it may finish a moment after the server's; each try does not wait either.
+    let mut reply = None;
+    for _ in 0..200 {
+        match scraper.request_metrics(RequestOptions::default()).await {
+            Ok(got) => {
+                reply = Some(got);
+                break;
+            }
+            Err(ClientError::ConnectTimeout { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(reply, Some(MetricsReply::Success { metrics: "metrics 0\n".into() }), "served within 2 s");
+    while let Ok(event) = events.try_recv() {
+        assert!(!matches!(event, Event::ConnectionOpen { .. }), "one dial served both requests: {event:?}");
+    }
+
+    scraper.close().await;
+    server.close().await;
+    server_node.destroy().await;
+    scraper_node.destroy().await;
+    testnet.destroy().await;
+}

@@ -78,8 +78,9 @@ async fn start(options: ScraperOptions, client_public_key: Buffer) -> napi::Resu
     let mut config = ScraperConfig::new(key_pair.clone(), target);
     if let Some(ms) = options.request_timeout_ms {
         config.request_timeout = positive_millis(ms, "requestTimeoutMs")?;
-        // Dialling is bounded by the same budget: a firewall answers nothing, so without
-        // a bound a refused scrape would wait for every relay the DHT knows.
+        // Waiting for a connection is bounded by the same budget: a firewall answers
+        // nothing, so without a bound a refused scrape would wait for every relay the DHT
+        // knows. The dial goes on after that, for the next request.
         config.connect_timeout = config.request_timeout;
     }
     if let Some(max) = options.max_bytes {
