@@ -192,9 +192,8 @@ class DhtPromClient extends EventEmitter {
             }
           : undefined
       },
-      // Events first: see start_server (src/binding/server.rs) on why the order matters.
-      this._onNativeEvent.bind(this),
-      this._serveMetrics.bind(this),
+      // getMetrics calls and events in one queue, so in the order Rust made them.
+      this._fromNative.bind(this),
       // With a JS protomux-rpc-client the registrations go through it; else all in Rust.
       registerInRust && this.protomuxRpcClient ? this._registerThroughRpcClient.bind(this) : undefined
     )
@@ -338,6 +337,12 @@ class DhtPromClient extends EventEmitter {
       this._rpcClientErrors.set(hex, err)
       return { errorCode: err.code ? String(err.code) : undefined, errorMessage: String(err.message) }
     }
+  }
+
+  // A scrape's getMetrics call (no name) or an event, from Rust's one queue.
+  _fromNative (call) {
+    if (call.name === undefined) return this._serveMetrics(call)
+    this._onNativeEvent(call)
   }
 
   _onNativeEvent (event) {

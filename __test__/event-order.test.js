@@ -1,9 +1,10 @@
 'use strict'
-// Events and getMetrics calls reach JS through two threadsafe functions; when both have a
-// call waiting, Node runs them in the order the functions were made. A connection's
-// connection-open must still come before its first metrics-request, as in the reference.
-// The client runs in a worker whose event loop the test holds while a scrape arrives, so
-// that both calls are waiting when the loop runs again.
+// Events and getMetrics calls reach JS from Rust; with two threadsafe functions Node would
+// run whichever was made first when both have a call waiting. As in the reference, a
+// connection's connection-open must come before its first metrics-request, and a request
+// that came in before the connection closed before that connection-close.
+// The client runs in a worker whose event loop the test holds while a scrape arrives (and,
+// in the second test, while its connection closes), so that all of it waits at once.
 const path = require('path')
 const { Worker } = require('worker_threads')
 const HyperDHT = require('hyperdht')
@@ -17,11 +18,25 @@ const dht = new HyperDHT({ bootstrap: workerData.bootstrap, host: '127.0.0.1' })
 const client = new DhtPromClient(dht, () => 'm 1\\n', Buffer.from(workerData.scraperKey, 'hex'), 'a', Buffer.alloc(32), 's')
 client.on('register-alias-error', () => {})
 const order = []
-for (const name of ['connection-open', 'metrics-request', 'metrics-success']) {
+const last = workerData.closeWhileHeld ? 'connection-close' : 'metrics-success'
+for (const name of ['connection-open', 'metrics-request', 'metrics-success', 'connection-close']) {
   client.on(name, () => {
     order.push(name)
-    if (name === 'metrics-success') parentPort.postMessage({ type: 'order', order })
+    if (name === last) parentPort.postMessage({ type: 'order', order })
   })
+}
+client.on('connection-error', () => {})
+const gauge = (name) => Number((new RegExp('^' + name + ' ([0-9]+)$', 'm').exec(client.ownMetrics()) || [])[1])
+function waitHeld (what, done) {
+  const deadline = Date.now() + 20000
+  while (!done()) {
+    if (Date.now() > deadline) {
+      parentPort.postMessage({ type: 'error', message: what + ' within 20 s' })
+      return false
+    }
+    Atomics.wait(nap, 0, 0, 2)
+  }
+  return true
 }
 const nap = new Int32Array(new SharedArrayBuffer(4))
 parentPort.on('message', async (msg) => {
@@ -29,15 +44,13 @@ parentPort.on('message', async (msg) => {
     parentPort.postMessage({ type: 'holding' })
     // The loop is held (no event or call is dispatched) until the scrape's getMetrics call
     // has been made in Rust: by then its connection's connection-open is waiting as well.
-    const deadline = Date.now() + 20000
-    while (!/^dht_prom_client_metrics_pending 1$/m.test(client.ownMetrics())) {
-      if (Date.now() > deadline) {
-        parentPort.postMessage({ type: 'error', message: 'no scrape reached the client within 20 s' })
-        return
-      }
-      Atomics.wait(nap, 0, 0, 2)
+    if (!waitHeld('no scrape reached the client', () => gauge('dht_prom_client_metrics_pending') === 1)) return
+    if (workerData.closeWhileHeld) {
+      // Still held: the scraper goes away and Rust ends the connection.
+      parentPort.postMessage({ type: 'scrape-waiting' })
+      if (!waitHeld('the connection did not end', () => gauge('dht_prom_client_open_connections') === 0)) return
     }
-    Atomics.wait(nap, 0, 0, 20) // the call itself reaches its queue
+    Atomics.wait(nap, 0, 0, 20) // the last call itself reaches its queue
   } else if (msg === 'close') {
     await client.close()
     await dht.destroy()
@@ -59,13 +72,18 @@ describe('event order across the two threadsafe functions', () => {
   beforeAll(async () => { env = await setup() })
   afterAll(async () => { await env.teardown() })
 
-  test('connection-open comes before the first metrics-request when both wait on a busy loop', async () => {
-    const scraperKeyPair = HyperDHT.keyPair()
+  function startWorker (scraperKeyPair, closeWhileHeld) {
     const worker = new Worker(WORKER, {
       eval: true,
-      workerData: { root: path.join(__dirname, '..'), bootstrap: env.bootstrap, scraperKey: scraperKeyPair.publicKey.toString('hex') }
+      workerData: { root: path.join(__dirname, '..'), bootstrap: env.bootstrap, scraperKey: scraperKeyPair.publicKey.toString('hex'), closeWhileHeld }
     })
     env.onCleanup(() => worker.terminate())
+    return worker
+  }
+
+  test('connection-open comes before the first metrics-request when both wait on a busy loop', async () => {
+    const scraperKeyPair = HyperDHT.keyPair()
+    const worker = startWorker(scraperKeyPair, false)
     const { publicKey } = await next(worker, 'ready')
     const holding = next(worker, 'holding')
     worker.postMessage('hold')
@@ -74,6 +92,29 @@ describe('event order across the two threadsafe functions', () => {
     const { scraper } = env.createScraper(Buffer.from(publicKey, 'hex'), { keyPair: scraperKeyPair })
     expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'm 1\n' })
     expect((await order).order).toEqual(['connection-open', 'metrics-request', 'metrics-success'])
+    const closed = next(worker, 'closed')
+    worker.postMessage('close')
+    await closed
+  }, 60000)
+
+  test('a request that came before its connection closed comes before the connection-close', async () => {
+    const scraperKeyPair = HyperDHT.keyPair()
+    const worker = startWorker(scraperKeyPair, true)
+    const { publicKey } = await next(worker, 'ready')
+    const holding = next(worker, 'holding')
+    worker.postMessage('hold')
+    await holding
+    const order = next(worker, 'order')
+    const waiting = next(worker, 'scrape-waiting')
+    const { scraper, rpc } = env.createScraper(Buffer.from(publicKey, 'hex'), { keyPair: scraperKeyPair })
+    const scrape = scraper.requestMetrics()
+    scrape.catch(() => {})
+    await waiting
+    await rpc.close() // the scraper goes away with its request unanswered
+    const seen = (await order).order
+    expect(seen[0]).toBe('connection-open')
+    expect(seen.indexOf('metrics-request')).toBeGreaterThan(0)
+    expect(seen.indexOf('metrics-request')).toBeLessThan(seen.indexOf('connection-close'))
     const closed = next(worker, 'closed')
     worker.postMessage('close')
     await closed

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use napi::bindgen_prelude::{
-    Buffer, BufferSlice, Either, FromNapiValue, Promise, ToNapiValue, TypeName, Unknown, ValidateNapiValue, ValueType,
+    Buffer, BufferSlice, Either, FromNapiValue, Promise, ToNapiValue, TypeName, ValidateNapiValue, ValueType,
 };
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Env, Status};
@@ -206,17 +206,18 @@ pub struct JsEvent {
     pub service: Option<String>,
 }
 
-/// The facade's getMetrics wrapper returns the text (or null) at once when getMetrics is
-/// synchronous, and a Promise otherwise: no promise round trip for the common case.
-type GetMetricsFn = ThreadsafeFunction<
-    MetricsCall,
-    Either<Option<MetricsText>, Promise<Option<String>>>,
-    MetricsCall,
-    Status,
-    false,
-    true,
->;
-type EventFn = ThreadsafeFunction<JsEvent, Unknown<'static>, JsEvent, Status, false, true>;
+/// What Rust hands the facade: a scrape's getMetrics call, or an event.
+type ToJs = Either<MetricsCall, JsEvent>;
+
+/// The one way from Rust to the facade, for getMetrics calls and events alike: one queue,
+/// so JS sees them in the order Rust made them (a connection's `connection-open` before
+/// its first `metrics-request`, that request before its `connection-close`). Two threadsafe
+/// functions would not keep that order: Node runs whichever was made first.
+///
+/// For a getMetrics call the facade's wrapper returns the text (or null) at once when
+/// getMetrics is synchronous, and a Promise otherwise: no promise round trip for the
+/// common case. For an event it returns nothing, and nothing is read back.
+type ToJsFn = ThreadsafeFunction<ToJs, Either<Option<MetricsText>, Promise<Option<String>>>, ToJs, Status, false, true>;
 type AliasRequestFn = ThreadsafeFunction<AliasCall, Promise<AliasCallResult>, AliasCall, Status, false, true>;
 
 /// Registration through the user's JS protomux-rpc-client (option `protomuxRpcClient`).
@@ -248,12 +249,12 @@ impl AliasTransport for JsAliasTransport {
 }
 
 struct JsMetricsSource {
-    get_metrics: Arc<GetMetricsFn>,
+    to_js: Arc<ToJsFn>,
 }
 
 impl MetricsSource for JsMetricsSource {
     fn metrics(&self, request: MetricsRequestInfo) -> MetricsFuture {
-        let get_metrics = self.get_metrics.clone();
+        let to_js = self.to_js.clone();
         Box::pin(async move {
             let call = MetricsCall {
                 uid: request.uid.to_string(),
@@ -261,7 +262,7 @@ impl MetricsSource for JsMetricsSource {
             };
             // The facade's wrapper settles with the text, or null after emitting
             // metrics-error; a throw or rejection here is caught, never fatal.
-            let returned = get_metrics.call_async_catch(call).await.map_err(|e| e.to_string())?;
+            let returned = to_js.call_async_catch(Either::A(call)).await.map_err(|e| e.to_string())?;
             let settled = match returned {
                 Either::A(now) => Ok(now.map(|text| text.0)),
                 Either::B(promise) => promise.await,
@@ -283,7 +284,7 @@ pub struct NativeServer {
     stats: Arc<Stats>,
     /// Taken by close() once the last event is queued: the listener refers back to the JS
     /// client, which refers to this object, a cycle V8 cannot see through while it is held.
-    on_event: std::sync::Mutex<Option<Arc<EventFn>>>,
+    to_js: std::sync::Mutex<Option<Arc<ToJsFn>>>,
     events_open: Arc<AtomicBool>,
     /// Where `Drop` ends what `close()` was not called for.
     runtime: tokio::runtime::Handle,
@@ -311,25 +312,20 @@ impl Drop for NativeServer {
 }
 
 /// Starts a DHT node and a metrics server on it. Resolves once the server is announced.
-///
-/// `on_event` comes before `get_metrics` on purpose: napi-rs makes the threadsafe functions
-/// in argument order, and when both have calls waiting, Node's loop runs them in the order
-/// they were made (libuv walks its async handles in creation order). Events first means a
-/// connection's `connection-open` is always emitted before its first `metrics-request`.
+/// `to_js` takes getMetrics calls and events, in one queue ([`ToJsFn`]).
 #[napi]
 pub async fn start_server(
     options: ServerOptions,
-    on_event: EventFn,
-    get_metrics: GetMetricsFn,
+    #[napi(ts_arg_type = "(call: MetricsCall | JsEvent) => string | null | Promise<string | null> | undefined")]
+    to_js: ToJsFn,
     alias_request: Option<AliasRequestFn>,
 ) -> napi::Result<NativeServer> {
-    start(options, get_metrics, on_event, alias_request).await.map_err(into_async_error)
+    start(options, to_js, alias_request).await.map_err(into_async_error)
 }
 
 async fn start(
     options: ServerOptions,
-    get_metrics: GetMetricsFn,
-    on_event: EventFn,
+    to_js: ToJsFn,
     alias_request: Option<AliasRequestFn>,
 ) -> napi::Result<NativeServer, ErrorCode> {
     let key_pair = KeyPair::from_parts(&options.public_key, &options.secret_key)
@@ -352,10 +348,10 @@ async fn start(
     let node = Arc::new(node);
 
     let events_open = Arc::new(AtomicBool::new(true));
-    let on_event = Arc::new(on_event);
-    let sink = event_sink(on_event.clone(), events_open.clone());
+    let to_js = Arc::new(to_js);
+    let sink = event_sink(to_js.clone(), events_open.clone());
     let stats = Arc::new(Stats::new());
-    let source = Arc::new(JsMetricsSource { get_metrics: Arc::new(get_metrics) });
+    let source = Arc::new(JsMetricsSource { to_js: to_js.clone() });
     let config = ServerConfig::new(key_pair, allowed_keys);
     let server = match MetricsServer::listen(node.clone(), config, source, sink.clone(), stats.clone()).await {
         Ok(server) => server,
@@ -373,8 +369,8 @@ async fn start(
         Arc::new(AliasRegistrar::start(config, transport, sink, stats.clone()))
     });
     let runtime = tokio::runtime::Handle::current();
-    let on_event = std::sync::Mutex::new(Some(on_event));
-    Ok(NativeServer { node, server: Arc::new(server), registrar, stats, on_event, events_open, runtime })
+    let to_js = std::sync::Mutex::new(Some(to_js));
+    Ok(NativeServer { node, server: Arc::new(server), registrar, stats, to_js, events_open, runtime })
 }
 
 fn alias_config(options: AliasOptions, scrapers: &[Key], target: Key) -> napi::Result<AliasConfig, ErrorCode> {
@@ -424,22 +420,22 @@ impl NativeServer {
         if self.events_open.swap(false, Ordering::SeqCst) {
             // Let go of the listener with the last event (queued calls are still delivered),
             // so that a closed client can be collected.
-            let on_event = self.on_event.lock().ok().and_then(|mut slot| slot.take());
-            if let Some(on_event) = on_event {
-                on_event.call(JsEvent::named("closed"), ThreadsafeFunctionCallMode::NonBlocking);
+            let to_js = self.to_js.lock().ok().and_then(|mut slot| slot.take());
+            if let Some(to_js) = to_js {
+                to_js.call(Either::B(JsEvent::named("closed")), ThreadsafeFunctionCallMode::NonBlocking);
             }
         }
         Ok(())
     }
 }
 
-fn event_sink(on_event: Arc<EventFn>, open: Arc<AtomicBool>) -> EventSink {
+fn event_sink(to_js: Arc<ToJsFn>, open: Arc<AtomicBool>) -> EventSink {
     Arc::new(move |event: Event| {
         if !open.load(Ordering::SeqCst) {
             return;
         }
         // Non-blocking: a slow listener queues events, never stalls the network side.
-        on_event.call(to_js_event(event), ThreadsafeFunctionCallMode::NonBlocking);
+        to_js.call(Either::B(to_js_event(event)), ThreadsafeFunctionCallMode::NonBlocking);
     })
 }
 
