@@ -254,6 +254,7 @@ async function runCase (testcase, impl, hosts, bootstrap, { verbose, keepAliasSt
     scraper.send({ cmd: 'drop-alias' })
     const dropped = await scraper.next('dropped', 5000)
     result.aliasConnections = dropped.connections
+    result.aliasRandomPunches = dropped.randomPunches
     // --keep-alias-state (a diagnosis, never a pass): what a scrape does with the alias
     // connection's NAT state left in place, as in the runs that hid issue 11.
     const flush = keepAliasState
@@ -367,6 +368,13 @@ function evaluate (cases, results, natChecks, hostChecks, referenceOnly) {
     if (pkg && pkg.labError) check('lab', `lab ran the package's case: ${c.id}`, false, pkg.labError)
     check('package', `package scraped: ${c.id}`, provenScraped(pkg), why(pkg))
     check('package', `JS scraper did not throw (package): ${c.id}`, !!pkg && pkg.threw.length === 0, pkg ? pkg.threw.join('; ') : 'not run')
+    if (c.side !== 'scraper' && ref && typeof ref.aliasRandomPunches === 'number' && ref.aliasRandomPunches === 0) {
+      // A random punch holds the scraper's node's random-punch limit for 20 s: its own
+      // scrape of a client behind a randomizing NAT is then refused (TRY_LATER) for as long.
+      const ok = !!pkg && pkg.aliasRandomPunches === 0
+      check('package', `alias registration asked the scraper for no random punch, as the reference: ${c.id}`, ok,
+        `${pkg ? pkg.aliasRandomPunches : '-'} random punches`)
+    }
     if (c.timed) {
       const ok = provenScraped(pkg) && provenScraped(ref) && pkg.ms <= 2 * ref.ms
       check('package', `package within 2x of the reference's scrape time: ${c.id}`, ok,

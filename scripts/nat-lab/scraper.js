@@ -46,7 +46,8 @@ async function main () {
       const late = new Promise((resolve) => { timer = setTimeout(resolve, 3000, 'late') })
       const outcome = await Promise.race([Promise.all(closing), late])
       clearTimeout(timer)
-      send({ type: 'dropped', connections: n, closed: outcome !== 'late' })
+      // Random punches this DHT made so far: all of them for the alias registrations.
+      send({ type: 'dropped', connections: n, closed: outcome !== 'late', randomPunches: dht.stats.punches.random })
     } else if (msg.cmd === 'scrape') {
       const scraper = new DhtPromScraper(rpc, Buffer.from(msg.key, 'hex'))
       const started = process.hrtime.bigint()

@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::puncher::{PunchEvent, Puncher};
+use super::puncher::{is_consistent, PunchEvent, Puncher};
 use super::wire::{Ask, DhtWire, Reply, REQUEST_RETRIES};
 use super::{addr_of, error_payload, is_bogon, is_reserved, match_address, peer_of, same_peer};
 use crate::keys::KeyPair;
@@ -35,6 +35,10 @@ const PARALLEL_HANDSHAKES: usize = 2;
 const PASSIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a LAN address has to answer a ping.
 const LAN_PING_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long to wait for a server's fast-open probe that it said it sent (it sends it
+/// before its answer, which comes the longer way, through a relay), before asking it to
+/// punch: a few scheduling hiccups' worth.
+const FAST_OPEN_GRACE: Duration = Duration::from_millis(250);
 
 /// hyperdht's connect errors, with its codes.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -313,6 +317,16 @@ struct Punch<'a, 'b> {
     round: u64,
 }
 
+/// What the probe round settled.
+struct Probed {
+    token: Option<[u8; 32]>,
+    /// The server's address as the relay saw it.
+    peer_address: Ipv4Peer,
+    /// The server pinged the session we opened toward it (it is consistent, and the
+    /// address we opened toward is its own).
+    fast_open: bool,
+}
+
 /// A holepunch round's answer.
 struct Answer {
     peer_address: Ipv4Peer,
@@ -323,10 +337,19 @@ impl Punch<'_, '_> {
     async fn run(&mut self, server_relay: RelayInfo, mut events: mpsc::UnboundedReceiver<PunchEvent>) -> Result<(udx::Socket, SocketAddr), ConnectError> {
         let rounds = async {
             let mut server_address = self.attempt.server_address.clone();
-            let (token, peer_address) = self.probe_round(Some(server_address.clone()), &server_relay, true).await?;
+            let probed = self.probe_round(Some(server_address.clone()), &server_relay, true).await?;
             if self.done() {
                 return Ok(());
             }
+            // The server saw the session we opened toward it and pinged us back before it
+            // answered (hyperdht's fast open): give that probe its moment. Asking for a
+            // punch we do not need makes the server start one, and across our randomizing
+            // NAT that holds its node's random-punch limit for 20 s, refusing (TRY_LATER)
+            // whoever dials it from that node next, as a scraper whose alias we registered.
+            if probed.fast_open {
+                tokio::time::sleep(FAST_OPEN_GRACE).await;
+            }
+            let (token, peer_address) = (probed.token, probed.peer_address);
             // The server's relay is ours too: the address it saw the server at is current.
             if same_peer(&server_relay.relay_address, &self.attempt.relay_address) && !same_peer(&server_address, &peer_address) {
                 server_address = peer_address;
@@ -389,7 +412,7 @@ impl Punch<'_, '_> {
         round
     }
 
-    async fn probe_round(&mut self, server_address: Option<Ipv4Peer>, server_relay: &RelayInfo, mut retry: bool) -> Result<(Option<[u8; 32]>, Ipv4Peer), ConnectError> {
+    async fn probe_round(&mut self, server_address: Option<Ipv4Peer>, server_relay: &RelayInfo, mut retry: bool) -> Result<Probed, ConnectError> {
         // hyperdht probes again after a retry or a reopened socket; bounded here.
         let mut rounds_left = 4u32;
         loop {
@@ -410,8 +433,13 @@ impl Punch<'_, '_> {
                 remote_token: None,
             };
             let answer = self.update(&server_relay.peer_address, &server_relay.relay_address, payload).await?;
+            let fast_open = server_address.as_ref().is_some_and(|ours| {
+                is_consistent(answer.payload.firewall)
+                    && answer.payload.addresses.as_ref().is_some_and(|theirs| theirs.iter().any(|a| same_peer(a, ours)))
+            });
+            let probed = Probed { token: answer.payload.token, peer_address: answer.peer_address, fast_open };
             if self.done() {
-                return Ok((answer.payload.token, answer.peer_address));
+                return Ok(probed);
             }
             // The server does not know its NAT yet: give it a moment (it may fast-open).
             if self.puncher.remote_firewall() == FIREWALL_UNKNOWN {
@@ -419,13 +447,13 @@ impl Punch<'_, '_> {
             }
             let stable = self.puncher.analyze(false).await;
             if self.done() {
-                return Ok((answer.payload.token, answer.peer_address));
+                return Ok(probed);
             }
             if !stable && self.puncher.analyze(true).await && rounds_left > 0 {
                 retry = false;
                 continue;
             }
-            if (self.puncher.remote_firewall() == FIREWALL_UNKNOWN || answer.payload.token.is_none()) && retry {
+            if (self.puncher.remote_firewall() == FIREWALL_UNKNOWN || probed.token.is_none()) && retry {
                 retry = false;
                 continue;
             }
@@ -435,7 +463,7 @@ impl Punch<'_, '_> {
             if self.puncher.remote_firewall() >= FIREWALL_RANDOM && self.puncher.firewall() >= FIREWALL_RANDOM {
                 return Err(self.abort(server_relay, ConnectError::DoubleRandomized).await);
             }
-            return Ok((answer.payload.token, answer.peer_address));
+            return Ok(probed);
         }
     }
 
