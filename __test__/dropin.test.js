@@ -509,6 +509,9 @@ describe('rust only: beyond or deliberately unlike the reference', () => {
     expect(metricValue(own, 'dht_prom_client_scrapes_served_total')).toBe(3)
     expect(metricValue(own, 'dht_prom_client_firewall_blocks_total')).toBe(0)
     expect(metricValue(own, 'dht_prom_client_scrape_bytes_sent_total')).toBeGreaterThan(3 * 'own 1\n'.length)
+    // Read from the server's sockets: nothing dropped either way on a quiet loopback.
+    expect(metricValue(own, 'dht_prom_client_datagrams_dropped_total')).toBe(0)
+    expect(metricValue(own, 'dht_prom_client_datagrams_unsent_total')).toBe(0)
 
     client.getMetrics = () => { throw new Error('nope') }
     expect((await scraper.requestMetrics()).success).toBe(false)

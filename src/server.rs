@@ -105,10 +105,15 @@ impl MetricsServer {
     ) -> Result<Self, ServerError> {
         let server_events = node.take_server_events().ok_or(ServerError::AlreadyListening)?;
         let dht_socket = node.handle().server_socket().await.ok().flatten().ok_or(ServerError::NoSocket)?;
-        // Datagrams a flood made the DHT's sockets drop (crates/libudx), in ownMetrics.
-        stats.add_datagram_drop_source(dht_socket.dropped_datagrams_counter());
-        if let Ok(Some(listen_socket)) = node.handle().listen_socket().await {
-            stats.add_datagram_drop_source(listen_socket.dropped_datagrams_counter());
+        // Datagrams a flood made the DHT's sockets drop (crates/libudx), and datagrams they
+        // had no room to send (crates/udx), in ownMetrics. Our streams and DHT replies leave
+        // from these two; a puncher's short-lived sockets are not counted.
+        let listen_socket = node.handle().listen_socket().await.ok().flatten();
+        for socket in std::iter::once(&dht_socket).chain(listen_socket.as_ref()) {
+            stats.add_datagram_drop_source(socket.dropped_datagrams_counter());
+            if let Some(udx) = socket.udx_socket() {
+                stats.add_datagram_unsent_source(udx.backlog_dropped_counter());
+            }
         }
         let public_key = config.key_pair.public_key;
         let target = hash(public_key.as_bytes());

@@ -16,9 +16,34 @@ pub struct Stats {
     pub alias_registrations: IntCounterVec,
     pub open_connections: IntGauge,
     pub metrics_pending: IntGauge,
-    datagrams_dropped: IntCounter,
-    /// The DHT sockets' own drop counters, summed into `datagrams_dropped` on render.
-    datagram_drop_sources: Mutex<Vec<Arc<AtomicU64>>>,
+    /// Datagrams in that the DHT's sockets dropped (a flood), read from the sockets.
+    datagrams_dropped: SummedCounter,
+    /// Datagrams out that neither the kernel nor the socket's backlog had room for.
+    datagrams_unsent: SummedCounter,
+}
+
+/// A counter kept by others (sockets), summed on render: the sockets count without knowing
+/// about metrics, and the registry holds the counts, never the sockets.
+struct SummedCounter {
+    counter: IntCounter,
+    sources: Mutex<Vec<Arc<AtomicU64>>>,
+}
+
+impl SummedCounter {
+    fn add_source(&self, source: Arc<AtomicU64>) {
+        if let Ok(mut sources) = self.sources.lock() {
+            if !sources.iter().any(|known| Arc::ptr_eq(known, &source)) {
+                sources.push(source);
+            }
+        }
+    }
+
+    fn update(&self) {
+        if let Ok(sources) = self.sources.lock() {
+            let total: u64 = sources.iter().map(|source| source.load(Ordering::Relaxed)).sum();
+            self.counter.inc_by(total.saturating_sub(self.counter.get()));
+        }
+    }
 }
 
 impl Stats {
@@ -49,9 +74,14 @@ impl Stats {
         let metrics_pending = IntGauge::new("dht_prom_client_metrics_pending", "getMetrics calls waiting for their result")
             .unwrap_or_else(|_| unreachable_metric("metrics_pending"));
         let _ = registry.register(Box::new(metrics_pending.clone()));
-        let datagrams_dropped = counter(
+        let summed = |name: &str, help: &str| SummedCounter { counter: counter(name, help), sources: Mutex::new(Vec::new()) };
+        let datagrams_dropped = summed(
             "dht_prom_client_datagrams_dropped_total",
             "DHT datagrams dropped because they came faster than the node takes them (a flood)",
+        );
+        let datagrams_unsent = summed(
+            "dht_prom_client_datagrams_unsent_total",
+            "Datagrams not sent because the socket's send buffer and backlog were full",
         );
         Self {
             registry,
@@ -64,25 +94,24 @@ impl Stats {
             open_connections,
             metrics_pending,
             datagrams_dropped,
-            datagram_drop_sources: Mutex::new(Vec::new()),
+            datagrams_unsent,
         }
     }
 
-    /// Counts the drops of one more DHT socket (a counter the socket keeps).
+    /// Counts the incoming drops of one more DHT socket (a counter the socket keeps).
     pub fn add_datagram_drop_source(&self, source: Arc<AtomicU64>) {
-        if let Ok(mut sources) = self.datagram_drop_sources.lock() {
-            if !sources.iter().any(|known| Arc::ptr_eq(known, &source)) {
-                sources.push(source);
-            }
-        }
+        self.datagrams_dropped.add_source(source);
+    }
+
+    /// Counts the unsent datagrams of one more socket (a counter the socket keeps).
+    pub fn add_datagram_unsent_source(&self, source: Arc<AtomicU64>) {
+        self.datagrams_unsent.add_source(source);
     }
 
     /// Prometheus text exposition of every metric above.
     pub fn render(&self) -> String {
-        if let Ok(sources) = self.datagram_drop_sources.lock() {
-            let total: u64 = sources.iter().map(|source| source.load(Ordering::Relaxed)).sum();
-            self.datagrams_dropped.inc_by(total.saturating_sub(self.datagrams_dropped.get()));
-        }
+        self.datagrams_dropped.update();
+        self.datagrams_unsent.update();
         TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
 }
@@ -118,6 +147,7 @@ mod tests {
             "dht_prom_client_handshakes_dropped_total 0",
             "dht_prom_client_metrics_pending 0",
             "dht_prom_client_datagrams_dropped_total 0",
+            "dht_prom_client_datagrams_unsent_total 0",
             "dht_prom_client_alias_registrations_total{result=\"success\"} 1",
             "dht_prom_client_open_connections 2",
         ] {
@@ -135,5 +165,8 @@ mod tests {
         assert!(stats.render().contains("dht_prom_client_datagrams_dropped_total 7"));
         a.fetch_add(10, Ordering::Relaxed);
         assert!(stats.render().contains("dht_prom_client_datagrams_dropped_total 17"));
+
+        stats.add_datagram_unsent_source(b);
+        assert!(stats.render().contains("dht_prom_client_datagrams_unsent_total 4"), "a counter of its own");
     }
 }

@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// What waits at most (the C libudx's socket send buffer is about this size).
 pub(crate) const BACKLOG_MAX_BYTES: usize = 1 << 20;
@@ -14,7 +16,8 @@ pub(crate) struct Backlog {
     bytes: usize,
     /// A task is sending the queue; it clears this when it leaves the queue empty.
     draining: bool,
-    dropped: u64,
+    /// Shared, so that a metrics registry can read it without holding the socket.
+    dropped: Arc<AtomicU64>,
 }
 
 /// What `push` asks of the caller.
@@ -35,7 +38,7 @@ impl Backlog {
 
     pub(crate) fn push(&mut self, data: &[u8], addr: SocketAddr) -> Pushed {
         if self.bytes + data.len() > BACKLOG_MAX_BYTES {
-            self.dropped += 1;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             return Pushed::Dropped;
         }
         self.bytes += data.len();
@@ -72,7 +75,11 @@ impl Backlog {
     }
 
     pub(crate) fn dropped(&self) -> u64 {
-        self.dropped
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
     }
 }
 

@@ -220,6 +220,12 @@ impl Socket {
     pub fn backlog_dropped_datagrams(&self) -> u64 {
         lock(&self.inner.backlog).dropped()
     }
+
+    /// The same count, as a counter that outlives this handle without keeping the socket
+    /// open (for a metrics registry).
+    pub fn backlog_dropped_counter(&self) -> Arc<AtomicU64> {
+        lock(&self.inner.backlog).dropped_counter()
+    }
 }
 
 impl SocketInner {
