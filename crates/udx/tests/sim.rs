@@ -33,13 +33,16 @@ struct Link {
     jitter: Duration,
 }
 
+/// A packet on the wire: arrival time, send order (ties), receiving side, bytes.
+type InFlight = (Instant, u64, usize, Vec<u8>);
+
 struct Sim {
     now: Instant,
     start: Instant,
     conns: [Conn; 2],
     link: Link,
     rng: Rng,
-    queue: BinaryHeap<Reverse<(Instant, u64, usize, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<InFlight>>,
     order: u64,
     /// Drop packets from side 0 whose sequence numbers are in this set (once each).
     drop_once: Vec<u32>,

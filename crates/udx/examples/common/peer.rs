@@ -173,13 +173,17 @@ impl Command {
     }
 }
 
+/// A one-shot command: mode, local stream id, remote stream id, remote host, remote port
+/// (or from stdin), the mode's own arguments.
+pub type OnceCommand = (String, u32, u32, String, Option<u16>, Vec<String>);
+
 /// The command-line options every peer takes.
 pub struct Options {
     pub host: String,
     pub port: u16,
     pub timeout: Duration,
     /// A one-shot command from `--mode` & co (remote port may come from stdin).
-    pub once: Option<(String, u32, u32, String, Option<u16>, Vec<String>)>,
+    pub once: Option<OnceCommand>,
     pub threads: usize,
     pub extra: Vec<String>,
 }
