@@ -315,7 +315,7 @@ class DhtPromClient extends EventEmitter {
   async _requestThroughRpcClient ({ scraperPublicKey, body }) {
     try {
       // No timeout of our own: the client's requestTimeout applies, as in the reference
-      // (Rust bounds the whole attempt by timeoutMs all the same).
+      // (Rust gives up on the whole attempt a second after timeoutMs all the same).
       const response = await this.protomuxRpcClient.makeRequest(scraperPublicKey, 'alias', body, {
         requestEncoding: RAW,
         responseEncoding: RAW,

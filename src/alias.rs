@@ -117,6 +117,9 @@ impl AliasRegistrar {
     }
 }
 
+/// How much longer than its own timeout a transport gets before the registrar gives up on it.
+const TRANSPORT_BACKSTOP: Duration = Duration::from_secs(1);
+
 struct Schedule {
     scraper: Key,
     config: Arc<AliasConfig>,
@@ -167,7 +170,12 @@ impl Schedule {
         );
         let body = request.encode();
         let timeout = config.request_timeout;
-        let outcome = match tokio::time::timeout(timeout, self.transport.request(self.scraper, body, timeout)).await {
+        // The transport bounds the attempt itself, with the error the reference gives
+        // (REQUEST_TIMEOUT: no connection in time; TIMEOUT_EXCEEDED: no reply). This bound,
+        // a little later, only catches a transport that does not: at the same instant it
+        // would race the transport's own answer and sometimes win.
+        let backstop = timeout + TRANSPORT_BACKSTOP;
+        let outcome = match tokio::time::timeout(backstop, self.transport.request(self.scraper, body, timeout)).await {
             Ok(Ok(response)) => match AliasResponse::decode(&response) {
                 Ok(AliasResponse { outcome: AliasOutcome::Success { updated }, .. }) => Ok(updated),
                 Ok(AliasResponse { outcome: AliasOutcome::Failure { error_message }, .. }) => {
@@ -434,8 +442,22 @@ mod tests {
                 Box::pin(std::future::pending())
             }
         }
+        /// Gives up with its own error at its timeout, a moment after the registrar's call
+        /// started (as a real one does: its clock starts later).
+        struct Unreachable;
+        impl AliasTransport for Unreachable {
+            fn request(&self, _scraper: Key, _body: Vec<u8>, timeout: Duration) -> AliasFuture {
+                Box::pin(async move {
+                    tokio::time::sleep(timeout + Duration::from_millis(1)).await;
+                    Err(AliasError { code: Some("REQUEST_TIMEOUT".into()), message: "Request timed out after 10000 ms".into() })
+                })
+            }
+        }
+        let unreachable = AliasError { code: Some("REQUEST_TIMEOUT".into()), message: "Request timed out after 10000 ms".into() };
         for (transport, expected) in [
             (Arc::new(Refusing) as Arc<dyn AliasTransport>, AliasError { code: None, message: "Unauthorised".into() }),
+            // The transport's own error, not the registrar's bound.
+            (Arc::new(Unreachable) as Arc<dyn AliasTransport>, unreachable),
             (
                 Arc::new(Hanging) as Arc<dyn AliasTransport>,
                 AliasError { code: Some("TIMEOUT_EXCEEDED".into()), message: "timeout of 10000ms exceeded".into() },
@@ -443,7 +465,8 @@ mod tests {
         ] {
             let (sink, seen) = recording_sink();
             let registrar = AliasRegistrar::start(config(Duration::from_secs(3600), 1), transport, sink, Arc::new(Stats::new()));
-            tokio::time::sleep(Duration::from_secs(11)).await;
+            // The backstop gives up on the hanging transport at 10 + 1 s.
+            tokio::time::sleep(Duration::from_secs(12)).await;
             registrar.close().await;
             let errors: Vec<AliasError> = seen
                 .lock()
