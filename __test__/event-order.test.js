@@ -1,6 +1,7 @@
 'use strict'
-// Events and getMetrics calls reach JS from Rust; with two threadsafe functions Node would
-// run whichever was made first when both have a call waiting. As in the reference, a
+// Events and getMetrics calls reach JS from Rust through one threadsafe function, so in the
+// order Rust made them (two would not keep it: when both have a call waiting, Node runs
+// whichever function was made first). As in the reference, a
 // connection's connection-open must come before its first metrics-request, and a request
 // that came in before the connection closed before that connection-close.
 // The client runs in a worker whose event loop the test holds while a scrape arrives (and,
@@ -67,46 +68,46 @@ function next (worker, type, timeout = 20000) {
   })
 }
 
-describe('event order across the two threadsafe functions', () => {
+describe('event order between getMetrics calls and events on a busy loop', () => {
   let env
   beforeAll(async () => { env = await setup() })
   afterAll(async () => { await env.teardown() })
 
-  function startWorker (scraperKeyPair, closeWhileHeld) {
+  // A client in a worker, ready, whose loop is held until a scrape's getMetrics call waits.
+  async function heldClient (closeWhileHeld) {
+    const scraperKeyPair = HyperDHT.keyPair()
     const worker = new Worker(WORKER, {
       eval: true,
       workerData: { root: path.join(__dirname, '..'), bootstrap: env.bootstrap, scraperKey: scraperKeyPair.publicKey.toString('hex'), closeWhileHeld }
     })
     env.onCleanup(() => worker.terminate())
-    return worker
-  }
-
-  test('connection-open comes before the first metrics-request when both wait on a busy loop', async () => {
-    const scraperKeyPair = HyperDHT.keyPair()
-    const worker = startWorker(scraperKeyPair, false)
     const { publicKey } = await next(worker, 'ready')
     const holding = next(worker, 'holding')
     worker.postMessage('hold')
     await holding
-    const order = next(worker, 'order')
-    const { scraper } = env.createScraper(Buffer.from(publicKey, 'hex'), { keyPair: scraperKeyPair })
-    expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'm 1\n' })
-    expect((await order).order).toEqual(['connection-open', 'metrics-request', 'metrics-success'])
+    return { worker, scraperKeyPair, clientKey: Buffer.from(publicKey, 'hex') }
+  }
+
+  async function closeClient (worker) {
     const closed = next(worker, 'closed')
     worker.postMessage('close')
     await closed
+  }
+
+  test('connection-open comes before the first metrics-request when both wait on a busy loop', async () => {
+    const { worker, scraperKeyPair, clientKey } = await heldClient(false)
+    const order = next(worker, 'order')
+    const { scraper } = env.createScraper(clientKey, { keyPair: scraperKeyPair })
+    expect(await scraper.requestMetrics()).toEqual({ success: true, metrics: 'm 1\n' })
+    expect((await order).order).toEqual(['connection-open', 'metrics-request', 'metrics-success'])
+    await closeClient(worker)
   }, 60000)
 
   test('a request that came before its connection closed comes before the connection-close', async () => {
-    const scraperKeyPair = HyperDHT.keyPair()
-    const worker = startWorker(scraperKeyPair, true)
-    const { publicKey } = await next(worker, 'ready')
-    const holding = next(worker, 'holding')
-    worker.postMessage('hold')
-    await holding
+    const { worker, scraperKeyPair, clientKey } = await heldClient(true)
     const order = next(worker, 'order')
     const waiting = next(worker, 'scrape-waiting')
-    const { scraper, rpc } = env.createScraper(Buffer.from(publicKey, 'hex'), { keyPair: scraperKeyPair })
+    const { scraper, rpc } = env.createScraper(clientKey, { keyPair: scraperKeyPair })
     const scrape = scraper.requestMetrics()
     scrape.catch(() => {})
     await waiting
@@ -115,8 +116,6 @@ describe('event order across the two threadsafe functions', () => {
     expect(seen[0]).toBe('connection-open')
     expect(seen.indexOf('metrics-request')).toBeGreaterThan(0)
     expect(seen.indexOf('metrics-request')).toBeLessThan(seen.indexOf('connection-close'))
-    const closed = next(worker, 'closed')
-    worker.postMessage('close')
-    await closed
+    await closeClient(worker)
   }, 60000)
 })
