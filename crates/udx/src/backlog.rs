@@ -74,10 +74,6 @@ impl Backlog {
         self.draining = false;
     }
 
-    pub(crate) fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     pub(crate) fn dropped_counter(&self) -> Arc<AtomicU64> {
         self.dropped.clone()
     }
@@ -114,7 +110,7 @@ mod tests {
             assert_ne!(backlog.push(&datagram, addr(1)), Pushed::Dropped);
         }
         assert_eq!(backlog.push(&datagram, addr(1)), Pushed::Dropped);
-        assert_eq!(backlog.dropped(), 1);
+        assert_eq!(backlog.dropped_counter().load(Ordering::Relaxed), 1);
         backlog.pop();
         assert_ne!(backlog.push(&datagram, addr(1)), Pushed::Dropped, "room again once one left");
         backlog.clear();

@@ -216,13 +216,9 @@ impl Socket {
         self.inner.stats.unknown_stream_packets.load(Ordering::Relaxed)
     }
 
-    /// Datagrams dropped because the kernel's send buffer and our backlog were full.
-    pub fn backlog_dropped_datagrams(&self) -> u64 {
-        lock(&self.inner.backlog).dropped()
-    }
-
-    /// The same count, as a counter that outlives this handle without keeping the socket
-    /// open (for a metrics registry).
+    /// Datagrams dropped because the kernel's send buffer and our backlog were full, as a
+    /// counter that outlives this handle without keeping the socket open (for a metrics
+    /// registry).
     pub fn backlog_dropped_counter(&self) -> Arc<AtomicU64> {
         lock(&self.inner.backlog).dropped_counter()
     }
